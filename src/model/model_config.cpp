@@ -189,7 +189,8 @@ void ModelConfig::validate() const {
           num_key_value_heads);
   require(head_dim > 0 && head_dim % 64 == 0, "head_dim must be a positive multiple of 64, found ",
           head_dim);
-  require(qk_rope_head_dim > 0 && qk_rope_head_dim % 2 == 0 && qk_rope_head_dim < head_dim,
+  require(qk_rope_head_dim > 0 && qk_rope_head_dim % 2 == 0 && qk_rope_head_dim < head_dim &&
+              qk_rope_head_dim <= 512,
           "qk_rope_head_dim must be even and smaller than head_dim ", head_dim, ", found ",
           qk_rope_head_dim);
   require(nope_head_dim() % 64 == 0, "head_dim - qk_rope_head_dim must be a multiple of 64 (fp8 ",

@@ -1,0 +1,62 @@
+// The contract between the model runner and a compute backend (CPU reference, CUDA).
+//
+// One forward step takes a batch of sequence chunks: each chunk is a run of consecutive
+// positions of one sequence, with the block tables that say where its KV lives. Prefill is a
+// long chunk, decode a chunk of one token; a batch may mix both. The backend writes new KV
+// into the pages it was given and returns logits for the requested trailing positions.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kv/block_tables.h"
+#include "kv/kv_layout.h"
+#include "longctx/model_config.h"
+
+namespace longctx {
+
+struct SequenceChunk {
+  std::span<const int32_t> tokens;  // tokens at positions [start_pos, start_pos + size)
+  int64_t start_pos = 0;
+  const BlockTables* blocks = nullptr;
+  int64_t num_logits = 1;  // logits for this many trailing positions (0..tokens.size())
+};
+
+struct ForwardBatch {
+  std::vector<SequenceChunk> chunks;
+  // Also return the final hyper-connection streams [rows, hc_mult, hidden] of the logit rows
+  // (the MTP block's input).
+  bool return_hidden = false;
+};
+
+// Input of the MTP block for one sequence: at position p it sees the main model's hidden
+// streams of p and the token of p + 1, and predicts the token of p + 2.
+struct MtpChunk {
+  std::span<const int32_t> next_tokens;  // token of position p + 1, for p in the chunk
+  std::span<const float> hidden;         // [size, hc_mult, hidden] from the main model
+  int64_t start_pos = 0;
+  const BlockTables* blocks = nullptr;
+  int64_t num_logits = 1;
+};
+
+struct ForwardOutput {
+  int64_t rows = 0;             // sum of num_logits over the chunks, in chunk order
+  std::vector<float> logits;    // [rows, vocab]
+  std::vector<float> hidden;    // [rows, hc_mult, hidden] when requested
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual const KvLayout& kv_layout() const = 0;
+  // Runs the main model over the batch; throws Error on invalid input.
+  virtual void forward(const ForwardBatch& batch, ForwardOutput* output) = 0;
+  // Runs MTP block `mtp_index` over the chunks.
+  virtual void forward_mtp(std::span<const MtpChunk> chunks, int64_t mtp_index,
+                           ForwardOutput* output) = 0;
+};
+
+}  // namespace longctx
