@@ -14,10 +14,14 @@ namespace longctx {
 struct SessionOptions {
   std::string device = "cpu";
   KvCacheOptions kv;
-  // The KV pools hold this many logical blocks (of 256 positions) for this many sequences.
+  // The KV pools hold this many logical blocks (of 256 positions) for this many sequences,
+  // unless kv_cache_bytes sizes them from memory.
   int64_t max_tokens = 4096;
   int64_t max_sequences = 1;
+  size_t kv_cache_bytes = 0;
+  int64_t max_batched_tokens = 2048;  // with kv_cache_bytes: room for one step's new blocks
   bool enable_prefix_caching = false;
+  bool batch_invariant = false;
 };
 
 class ModelSession {
@@ -28,6 +32,7 @@ class ModelSession {
   const LoadedModel& model() const { return *model_; }
   Backend& backend() { return *backend_; }
   KvCacheManager& kv() { return *kv_; }
+  const KvLayout& layout() const { return layout_; }
 
  private:
   std::shared_ptr<const LoadedModel> model_;
@@ -37,7 +42,11 @@ class ModelSession {
 };
 
 // Creates the backend named `device` ("cpu"; "cuda" when built with CUDA).
+struct BackendOptions {
+  bool batch_invariant = false;  // the CPU backend is invariant by construction
+};
 std::unique_ptr<Backend> make_backend(const std::string& device, const ModelWeights& weights,
-                                      const KvLayout& layout, const KvPoolSizes& sizes);
+                                      const KvLayout& layout, const KvPoolSizes& sizes,
+                                      const BackendOptions& options = {});
 
 }  // namespace longctx

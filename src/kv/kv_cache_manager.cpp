@@ -362,25 +362,24 @@ KvPoolSizes pool_sizes_for_blocks(const KvLayout& layout, int32_t blocks, int32_
   return sizes;
 }
 
-KvPoolSizes pool_sizes_for_memory(const KvLayout& layout, size_t bytes, int64_t average_tokens,
-                                  int64_t num_sequences) {
-  const int64_t blocks_per_sequence = std::max<int64_t>(1, blocks_for(average_tokens));
+KvPoolSizes pool_sizes_for_memory(const KvLayout& layout, size_t bytes, int64_t max_sequences,
+                                  int64_t max_batched_tokens, bool prefix_caching) {
   const size_t window_bytes = layout.window_page_bytes_all_layers();
-  size_t compressed_bytes = 0;
+  size_t block_bytes = 0;  // one page of every compressed pool
   for (size_t pool = 0; pool < layout.compressed_ratios.size(); ++pool) {
-    compressed_bytes += layout.compressed_page_bytes_all_layers(pool);
+    block_bytes += layout.compressed_page_bytes_all_layers(pool);
   }
-  // Per sequence: blocks_per_sequence compressed pages in each pool and 2 window pages.
-  const size_t per_sequence =
-      static_cast<size_t>(blocks_per_sequence) * compressed_bytes + 2 * window_bytes;
-  const int64_t fit = per_sequence == 0 ? 0 : static_cast<int64_t>(bytes / per_sequence);
-  const int64_t sequences = std::max<int64_t>(1, std::min(fit, std::max<int64_t>(1, num_sequences)));
-  // Whatever the sequences do not need goes to the compressed pools (longer contexts).
-  const size_t window_total = 2 * static_cast<size_t>(sequences) * window_bytes;
-  const size_t rest = bytes > window_total ? bytes - window_total : 0;
-  const int64_t blocks = compressed_bytes == 0 ? 0 : static_cast<int64_t>(rest / compressed_bytes);
+  int64_t window_pages = 2 * std::max<int64_t>(1, max_sequences) + blocks_for(max_batched_tokens) + 2;
+  if (prefix_caching) window_pages *= 2;
+  const size_t window_total = static_cast<size_t>(window_pages) * window_bytes;
+  if (bytes <= window_total) {
+    fail("KV cache: ", bytes, " bytes cannot hold the ", window_pages, " window pages (",
+         window_total, " bytes) the sequences need");
+  }
+  const int64_t blocks = block_bytes == 0 ? 1 : static_cast<int64_t>((bytes - window_total) / block_bytes);
+  if (blocks < 1) fail("KV cache: ", bytes, " bytes leave no room for compressed pages");
   KvPoolSizes sizes;
-  sizes.window_pages = static_cast<int32_t>(2 * sequences);
+  sizes.window_pages = static_cast<int32_t>(std::min<int64_t>(window_pages, INT32_MAX));
   sizes.compressed_pages.assign(layout.compressed_ratios.size(),
                                 static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX)));
   return sizes;

@@ -126,9 +126,11 @@ class KvCacheManager {
 // blocks * 256 tokens, or for several sequences sharing that many blocks.
 KvPoolSizes pool_sizes_for_blocks(const KvLayout& layout, int32_t blocks, int32_t sequences);
 
-// Pool sizes that fit `bytes` of memory: each compressed pool and the window pool get pages in
-// proportion to what `num_sequences` sequences of average length `average_tokens` need.
-KvPoolSizes pool_sizes_for_memory(const KvLayout& layout, size_t bytes, int64_t average_tokens,
-                                  int64_t num_sequences);
+// Pool sizes that fit `bytes` of memory: the window pool gets two pages per running sequence
+// plus the blocks one step of `max_batched_tokens` new tokens can open (doubled with prefix
+// caching, for the cached boundary pages); the compressed pools share the rest, one page of
+// each pool per logical block.
+KvPoolSizes pool_sizes_for_memory(const KvLayout& layout, size_t bytes, int64_t max_sequences,
+                                  int64_t max_batched_tokens, bool prefix_caching);
 
 }  // namespace longctx

@@ -1,0 +1,541 @@
+// The engine loop: submissions and aborts arrive through an inbox from any thread; one engine
+// thread schedules, runs the backend, samples, and pushes events into the requests' streams.
+#include "longctx/engine.h"
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <set>
+#include <mutex>
+#include <thread>
+
+#include "common/log.h"
+#include "engine/metrics.h"
+#include "engine/model_session.h"
+#include "engine/sampler.h"
+#include "engine/scheduler.h"
+#include "engine/stop_checker.h"
+#include "model/model_weights.h"
+#include "text/tokenizer.h"
+
+namespace longctx {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+class Inbox;
+
+// The event queue of one request, shared by the engine thread and the consumer.
+class RequestStream : public RequestHandle {
+ public:
+  RequestStream(std::string id, std::weak_ptr<Inbox> inbox) : id_(std::move(id)), inbox_(std::move(inbox)) {}
+
+  const std::string& id() const override { return id_; }
+
+  bool next(RequestEvent* event, std::chrono::milliseconds timeout) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!ready_.wait_for(lock, timeout, [&] { return !events_.empty() || delivered_final_; })) return false;
+    if (events_.empty()) return false;
+    *event = std::move(events_.front());
+    events_.pop_front();
+    if (event->final) delivered_final_ = true;
+    return true;
+  }
+
+  void abort() override;
+
+  void push(RequestEvent event) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      events_.push_back(std::move(event));
+    }
+    ready_.notify_all();
+  }
+
+ private:
+  std::string id_;
+  std::weak_ptr<Inbox> inbox_;
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<RequestEvent> events_;
+  bool delivered_final_ = false;
+};
+
+// What other threads hand to the engine thread.
+class Inbox {
+ public:
+  struct Submission {
+    GenerationRequest request;
+    std::shared_ptr<RequestStream> stream;
+    Clock::time_point arrival;
+  };
+
+  void submit(Submission submission) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      submissions.push_back(std::move(submission));
+    }
+    wake.notify_all();
+  }
+  void abort(const std::string& id) {
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      aborts.push_back(id);
+    }
+    wake.notify_all();
+  }
+
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::deque<Submission> submissions;
+  std::vector<std::string> aborts;
+  bool stopping = false;
+  bool drain = false;
+};
+
+void RequestStream::abort() {
+  if (auto inbox = inbox_.lock()) inbox->abort(id_);
+}
+
+struct Request;
+
+struct Sequence {
+  ScheduledSequence scheduled;
+  Request* request = nullptr;
+  int64_t index = 0;
+  PenaltyState penalties;
+  std::unique_ptr<text::StreamingDetokenizer> detokenizer;
+  std::unique_ptr<StopStringChecker> stops;
+  int64_t generated = 0;
+  bool finished = false;
+};
+
+struct Request {
+  std::string id;
+  SamplingParams params;
+  uint64_t seed = 0;
+  int64_t prompt_tokens = 0;
+  int64_t cached_tokens = -1;  // recorded when the first sequence is admitted
+  std::vector<std::unique_ptr<Sequence>> sequences;
+  std::shared_ptr<RequestStream> stream;
+  Clock::time_point arrival;
+  std::optional<Clock::time_point> first_scheduled, first_token;
+  int64_t finished = 0;
+  bool final_sent = false;
+  RequestEvent pending;  // deltas of the current step
+};
+
+class EngineImpl : public Engine {
+ public:
+  EngineImpl(std::shared_ptr<const LoadedModel> model, std::shared_ptr<const text::Tokenizer> tokenizer,
+             const EngineOptions& options)
+      : model_(std::move(model)), tokenizer_(std::move(tokenizer)), options_(options),
+        inbox_(std::make_shared<Inbox>()) {
+    const ModelConfig& config = model_->config();
+    SessionOptions session;
+    session.device = options.device;
+    const std::string default_kv = options.device == "cpu" ? "fp32" : "bf16";
+    session.kv.kv_dtype = parse_kv_dtype(options.kv_cache_dtype == "auto" ? default_kv : options.kv_cache_dtype);
+    session.kv.indexer_dtype =
+        parse_indexer_key_dtype(options.indexer_dtype == "auto" ? default_kv : options.indexer_dtype);
+    if (!(options.kv_cache_memory_gib > 0)) fail("kv cache memory must be positive");
+    session.kv_cache_bytes = static_cast<size_t>(options.kv_cache_memory_gib * 1024.0 * 1024.0 * 1024.0);
+    session.max_sequences = options.max_num_seqs;
+    session.max_batched_tokens = options.max_num_batched_tokens;
+    session.enable_prefix_caching = options.enable_prefix_caching;
+    session.batch_invariant = options.batch_invariant;
+    session_ = std::make_unique<ModelSession>(model_, session);
+
+    // The longest sequence the KV pools can hold alone.
+    const KvPoolSizes& sizes = session_->kv().sizes();
+    int64_t blocks = sizes.compressed_pages.empty() ? INT64_MAX / kKvBlockSize
+                                                    : *std::min_element(sizes.compressed_pages.begin(), sizes.compressed_pages.end());
+    const int64_t kv_limit = blocks * kKvBlockSize;
+    max_model_len_ = options.max_model_len > 0 ? options.max_model_len : std::min(config.max_position_embeddings, kv_limit);
+    if (max_model_len_ > config.max_position_embeddings) {
+      fail("max_model_len ", max_model_len_, " exceeds the model's max_position_embeddings ",
+           config.max_position_embeddings);
+    }
+    if (max_model_len_ > kv_limit) {
+      fail("max_model_len ", max_model_len_, " needs more KV than ", options.kv_cache_memory_gib,
+           " GiB hold (", kv_limit, " tokens); raise the KV cache memory or lower max_model_len");
+    }
+    SchedulerOptions scheduler;
+    scheduler.max_num_seqs = options.max_num_seqs;
+    scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
+    scheduler.enable_chunked_prefill = options.enable_chunked_prefill;
+    scheduler_ = std::make_unique<Scheduler>(session_->kv(), scheduler);
+    thread_ = std::thread([this] { loop(); });
+  }
+
+  ~EngineImpl() override { shutdown(false); }
+
+  std::shared_ptr<RequestHandle> submit(GenerationRequest request) override {
+    const ModelConfig& config = model_->config();
+    request.sampling.validate(static_cast<int64_t>(request.prompt.size()), max_model_len_, config.vocab_size);
+    for (const int32_t token : request.prompt) {
+      if (token < 0 || token >= config.vocab_size) {
+        fail("prompt token id ", token, " is outside the vocabulary [0, ", config.vocab_size, ")");
+      }
+    }
+    if (!request.sampling.stop.empty() && !tokenizer_) fail("stop strings need a model with a tokenizer");
+    std::lock_guard<std::mutex> lock(inbox_->mutex);
+    if (inbox_->stopping) fail("the engine is shutting down");
+    if (waiting_requests_.load() >= options_.max_waiting_requests) {
+      throw QueueFullError(str_cat("the waiting queue is full (", options_.max_waiting_requests, " requests)"));
+    }
+    if (request.id.empty()) request.id = str_cat("req-", next_request_number_++);
+    if (!live_ids_.insert(request.id).second) fail("a request with id '", request.id, "' is already running");
+    auto stream = std::make_shared<RequestStream>(request.id, inbox_);
+    ++waiting_requests_;
+    inbox_->submissions.push_back({std::move(request), stream, Clock::now()});
+    inbox_->wake.notify_all();
+    return stream;
+  }
+
+  void abort(const std::string& request_id) override { inbox_->abort(request_id); }
+  EngineMetrics metrics() const override { return metrics_.snapshot(); }
+  int64_t max_model_len() const override { return max_model_len_; }
+  const EngineOptions& options() const override { return options_; }
+  int64_t kv_pages_in_use() const override { return pages_in_use_.load(); }
+
+  void shutdown(bool drain) override {
+    {
+      std::lock_guard<std::mutex> lock(inbox_->mutex);
+      if (!inbox_->stopping) {
+        inbox_->stopping = true;
+        inbox_->drain = drain;
+      }
+    }
+    inbox_->wake.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void loop() {
+    while (true) {
+      std::deque<Inbox::Submission> submissions;
+      std::vector<std::string> aborts;
+      bool stopping = false;
+      bool drain = false;
+      {
+        std::unique_lock<std::mutex> lock(inbox_->mutex);
+        inbox_->wake.wait(lock, [&] {
+          return inbox_->stopping || !inbox_->submissions.empty() || !inbox_->aborts.empty() || has_runnable_work();
+        });
+        submissions.swap(inbox_->submissions);
+        aborts.swap(inbox_->aborts);
+        stopping = inbox_->stopping;
+        drain = inbox_->drain;
+      }
+      for (auto& submission : submissions) admit(std::move(submission));
+      for (const std::string& id : aborts) abort_request(id, FinishReason::kAbort, "");
+      if (stopping && !drain) {
+        while (!requests_.empty()) abort_request(requests_.begin()->first, FinishReason::kAbort, "");
+      }
+      if (stopping && requests_.empty()) break;
+      try {
+        step();
+      } catch (const std::exception& error) {
+        // A failure outside one request's input: fail everything in flight, keep serving.
+        log::error("engine step failed: ", error.what());
+        while (!requests_.empty()) abort_request(requests_.begin()->first, FinishReason::kError, error.what());
+      }
+      publish_gauges();
+    }
+    publish_gauges();
+  }
+
+  bool has_runnable_work() const {
+    for (const auto& [id, request] : requests_) {
+      for (const auto& sequence : request->sequences) {
+        if (!sequence->finished && !sequence->scheduled.held) return true;
+      }
+    }
+    return false;
+  }
+
+  void admit(Inbox::Submission submission) {
+    auto request = std::make_unique<Request>();
+    request->id = submission.request.id;
+    request->params = submission.request.sampling;
+    request->seed = request->params.seed.value_or(options_.seed ^ (0x9e3779b97f4a7c15ull * static_cast<uint64_t>(++admitted_)));
+    request->prompt_tokens = static_cast<int64_t>(submission.request.prompt.size());
+    request->stream = std::move(submission.stream);
+    request->arrival = submission.arrival;
+    for (int64_t i = 0; i < request->params.n; ++i) {
+      auto sequence = std::make_unique<Sequence>();
+      sequence->request = request.get();
+      sequence->index = i;
+      sequence->scheduled.tokens = submission.request.prompt;
+      sequence->scheduled.arrival = next_arrival_++;
+      sequence->scheduled.owner = sequence.get();
+      // Siblings wait for the first sequence's prompt so they can share its cached blocks.
+      sequence->scheduled.held = i > 0 && options_.enable_prefix_caching;
+      sequence->penalties.init(submission.request.prompt, model_->config().vocab_size, request->params);
+      if (tokenizer_) {
+        sequence->detokenizer = std::make_unique<text::StreamingDetokenizer>(*tokenizer_, request->params.skip_special_tokens);
+      }
+      sequence->stops = std::make_unique<StopStringChecker>(request->params.stop);
+      scheduler_->add(&sequence->scheduled);
+      request->sequences.push_back(std::move(sequence));
+    }
+    metrics_.update([&](EngineMetrics& m) { m.prompt_tokens_total += request->prompt_tokens * request->params.n; });
+    const std::string id = request->id;
+    requests_.emplace(id, std::move(request));
+  }
+
+  void step() {
+    if (scheduler_->idle()) return;
+    SchedulerStep step = scheduler_->schedule();
+    for (ScheduledSequence* scheduled : step.unschedulable) {
+      Sequence* sequence = owner(scheduled);
+      abort_request(sequence->request->id, FinishReason::kError,
+                    str_cat("the request needs more KV cache than the engine has (",
+                            scheduled->tokens.size(), " tokens)"));
+    }
+    if (!step.preempted.empty()) {
+      metrics_.update([&](EngineMetrics& m) { m.requests_preempted_total += static_cast<int64_t>(step.preempted.size()); });
+    }
+    if (step.chunks.empty()) return;
+
+    ForwardBatch batch;
+    const Clock::time_point now = Clock::now();
+    for (const ScheduledChunk& chunk : step.chunks) {
+      Request* request = owner(chunk.sequence)->request;
+      if (!request->first_scheduled) {
+        request->first_scheduled = now;
+        --waiting_requests_;
+        metrics_.update([&](EngineMetrics& m) { observe(m.queue_time_seconds, seconds_between(request->arrival, now)); });
+      }
+      if (request->cached_tokens < 0 && owner(chunk.sequence)->index == 0) {
+        request->cached_tokens = chunk.sequence->cached_tokens;
+      }
+      batch.chunks.push_back({std::span<const int32_t>(chunk.sequence->tokens.data() + chunk.start,
+                                                       static_cast<size_t>(chunk.count)),
+                              chunk.start, &session_->kv().tables(chunk.sequence->kv), chunk.samples ? 1 : 0});
+    }
+    ForwardOutput output;
+    try {
+      session_->backend().forward(batch, &output);
+    } catch (const Error& error) {
+      for (const ScheduledChunk& chunk : step.chunks) {
+        abort_request(owner(chunk.sequence)->request->id, FinishReason::kError, error.what());
+      }
+      return;
+    }
+    const size_t vocab = static_cast<size_t>(model_->config().vocab_size);
+    int64_t row = 0;
+    for (const ScheduledChunk& chunk : step.chunks) {
+      scheduler_->complete(chunk);
+      if (!chunk.samples) continue;
+      Sequence* sequence = owner(chunk.sequence);
+      sample(sequence, std::span<const float>(output.logits.data() + static_cast<size_t>(row) * vocab, vocab));
+      ++row;
+    }
+    flush_events();
+  }
+
+  void sample(Sequence* sequence, std::span<const float> logits) {
+    Request& request = *sequence->request;
+    const SamplingParams& params = request.params;
+    const int32_t eos = static_cast<int32_t>(model_->config().eos_token_id);
+    std::vector<int32_t> banned;
+    if (sequence->generated < params.min_tokens) {
+      if (!params.ignore_eos) banned.push_back(eos);
+      banned.insert(banned.end(), params.stop_token_ids.begin(), params.stop_token_ids.end());
+    }
+    const SampleResult result = sample_token(logits, params, sequence->penalties, request.seed, sequence->index,
+                                             sequence->generated, banned);
+    const int32_t token = result.token;
+    sequence->scheduled.tokens.push_back(token);
+    sequence->penalties.add_output(token);
+    ++sequence->generated;
+    if (!request.first_token) {
+      request.first_token = Clock::now();
+      metrics_.update([&](EngineMetrics& m) {
+        observe(m.time_to_first_token_seconds, seconds_between(request.arrival, *request.first_token));
+      });
+    }
+    metrics_.update([&](EngineMetrics& m) { ++m.generation_tokens_total; });
+    // Siblings may start once the first sequence has computed the prompt.
+    if (sequence->index == 0) {
+      for (auto& sibling : request.sequences) sibling->scheduled.held = false;
+    }
+
+    SequenceDelta delta;
+    delta.index = sequence->index;
+    delta.tokens.push_back(token);
+    if (params.logprobs >= 0) delta.logprobs.push_back(result.logprob);
+    // Stop tokens and stop strings count only once min_tokens are out.
+    const bool may_stop = sequence->generated > params.min_tokens;
+    const bool stop_token = may_stop && ((!params.ignore_eos && token == eos) ||
+                                         std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(),
+                                                   token) != params.stop_token_ids.end());
+    bool stop_string = false;
+    if (stop_token) {
+      delta.stop_reason = std::to_string(token);  // its text is not part of the output
+    } else if (sequence->detokenizer) {
+      std::string stop;
+      delta.text = sequence->stops->push(sequence->detokenizer->push(token), &stop);
+      if (!stop.empty()) {
+        stop_string = may_stop;
+        if (may_stop) {
+          delta.stop_reason = stop;
+        } else {
+          delta.text += stop;  // before min_tokens a stop string is ordinary text
+        }
+      }
+    }
+    std::optional<FinishReason> finish;
+    if (stop_token || stop_string) {
+      finish = FinishReason::kStop;
+    } else if (sequence->generated >= params.max_tokens ||
+               static_cast<int64_t>(sequence->scheduled.tokens.size()) >= max_model_len_) {
+      finish = FinishReason::kLength;
+    }
+    // Whatever text is still held back belongs to the output, unless a stop string ended it.
+    if (finish && !stop_string && sequence->detokenizer) {
+      std::string ignored;
+      delta.text += sequence->stops->push(sequence->detokenizer->flush(), &ignored);
+      delta.text += sequence->stops->flush();
+    }
+    if (finish) {
+      delta.finish = finish;
+      finish_sequence(sequence);
+    }
+    request.pending.deltas.push_back(std::move(delta));
+  }
+
+  void finish_sequence(Sequence* sequence) {
+    if (sequence->finished) return;
+    sequence->finished = true;
+    scheduler_->remove(&sequence->scheduled);
+    ++sequence->request->finished;
+  }
+
+  // Sends the step's deltas, and the final event of requests whose sequences all finished.
+  void flush_events() {
+    pages_in_use_ = session_->kv().referenced_pages();  // before anyone sees a final event
+    std::vector<std::string> done;
+    for (auto& [id, request] : requests_) {
+      const bool all_finished = request->finished == static_cast<int64_t>(request->sequences.size());
+      if (request->pending.deltas.empty() && !all_finished) continue;
+      RequestEvent event = std::move(request->pending);
+      request->pending = RequestEvent{};
+      if (all_finished) {
+        event.final = true;
+        event.usage = usage_of(*request);
+        record_finish(*request, event);
+        done.push_back(id);
+      }
+      request->stream->push(std::move(event));
+    }
+    for (const std::string& id : done) retire(id);
+  }
+
+  Usage usage_of(const Request& request) const {
+    Usage usage;
+    usage.prompt_tokens = request.prompt_tokens;
+    for (const auto& sequence : request.sequences) usage.completion_tokens += sequence->generated;
+    usage.cached_tokens = std::max<int64_t>(0, request.cached_tokens);
+    return usage;
+  }
+
+  void record_finish(const Request& request, const RequestEvent& event) {
+    const Clock::time_point now = Clock::now();
+    std::string reason = "stop";
+    for (const SequenceDelta& delta : event.deltas) {
+      if (delta.finish) reason = to_string(*delta.finish);
+    }
+    if (!event.error.empty()) reason = "error";
+    const int64_t tokens = event.usage.completion_tokens;
+    metrics_.update([&](EngineMetrics& m) {
+      ++m.requests_finished_total[reason];
+      observe(m.e2e_request_latency_seconds, seconds_between(request.arrival, now));
+      if (request.first_token && tokens > 1) {
+        observe(m.time_per_output_token_seconds,
+                seconds_between(*request.first_token, now) / static_cast<double>(tokens - 1));
+      }
+    });
+  }
+
+  void retire(const std::string& id) {
+    const auto it = requests_.find(id);
+    if (it == requests_.end()) return;
+    if (!it->second->first_scheduled) --waiting_requests_;
+    requests_.erase(it);
+    std::lock_guard<std::mutex> lock(inbox_->mutex);
+    live_ids_.erase(id);
+  }
+
+  // Ends a request now: its unfinished sequences stop with `reason`; the final event follows.
+  void abort_request(const std::string& id, FinishReason reason, const std::string& error) {
+    const auto it = requests_.find(id);
+    if (it == requests_.end()) return;
+    Request& request = *it->second;
+    for (auto& sequence : request.sequences) {
+      if (sequence->finished) continue;
+      SequenceDelta delta;
+      delta.index = sequence->index;
+      delta.finish = reason;
+      request.pending.deltas.push_back(std::move(delta));
+      finish_sequence(sequence.get());
+    }
+    pages_in_use_ = session_->kv().referenced_pages();
+    RequestEvent event = std::move(request.pending);
+    event.final = true;
+    event.error = error;
+    event.usage = usage_of(request);
+    record_finish(request, event);
+    request.stream->push(std::move(event));
+    retire(id);
+  }
+
+  static Sequence* owner(ScheduledSequence* scheduled) { return static_cast<Sequence*>(scheduled->owner); }
+
+  void publish_gauges() {
+    const KvCacheStats stats = session_->kv().stats();
+    pages_in_use_ = session_->kv().referenced_pages();
+    metrics_.update([&](EngineMetrics& m) {
+      m.requests_running = static_cast<int64_t>(scheduler_->num_running());
+      m.requests_waiting = waiting_requests_.load();
+      m.kv_cache_usage = stats.usage();
+      m.prefix_cache_queries = stats.prefix_queried_tokens;
+      m.prefix_cache_hits = stats.prefix_hit_tokens;
+    });
+  }
+
+  std::shared_ptr<const LoadedModel> model_;
+  std::shared_ptr<const text::Tokenizer> tokenizer_;
+  EngineOptions options_;
+  std::shared_ptr<Inbox> inbox_;
+  std::unique_ptr<ModelSession> session_;
+  std::unique_ptr<Scheduler> scheduler_;
+  int64_t max_model_len_ = 0;
+  std::map<std::string, std::unique_ptr<Request>> requests_;  // engine thread only
+  std::set<std::string> live_ids_;                              // under inbox_->mutex
+  std::atomic<int64_t> waiting_requests_{0};
+  std::atomic<int64_t> pages_in_use_{0};
+  uint64_t next_request_number_ = 1;
+  int64_t next_arrival_ = 0;
+  uint64_t admitted_ = 0;
+  MetricsRecorder metrics_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> Engine::create(std::shared_ptr<const LoadedModel> model,
+                                       std::shared_ptr<const text::Tokenizer> tokenizer,
+                                       const EngineOptions& options) {
+  return std::make_unique<EngineImpl>(std::move(model), std::move(tokenizer), options);
+}
+
+}  // namespace longctx
