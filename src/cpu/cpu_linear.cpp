@@ -1,5 +1,6 @@
 #include "cpu/cpu_linear.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "common/block_quant.h"
@@ -25,6 +26,10 @@ template <typename InputOffset>
 void product(const LinearWeight& w, const float* x, int64_t rows, int64_t x_stride, float* y,
              InputOffset input_offset) {
   const size_t in = static_cast<size_t>(w.in);
+  // Hand out outputs in ranges of at least ~256K multiply-adds: waking threads for less costs
+  // more than it saves.
+  const size_t work_per_output = std::max<size_t>(1, in * static_cast<size_t>(rows));
+  const size_t min_outputs = std::max<size_t>(1, (size_t{1} << 18) / work_per_output);
   ThreadPool::global().parallel_for(static_cast<size_t>(w.out), [&](size_t begin, size_t end) {
     std::vector<float> weight_row(in);
     for (size_t o = begin; o < end; ++o) {
@@ -34,7 +39,7 @@ void product(const LinearWeight& w, const float* x, int64_t rows, int64_t x_stri
         y[static_cast<size_t>(r * w.out) + o] = dot(input + r * x_stride, weight_row.data(), in);
       }
     }
-  }, 4);
+  }, min_outputs);
 }
 
 }  // namespace
