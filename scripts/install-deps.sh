@@ -6,6 +6,7 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcpp-httplib-dev libpcre2-dev
   nodejs npm
+  clang libclang-rt-dev
 )
 missing=()
 for package in "${packages[@]}"; do

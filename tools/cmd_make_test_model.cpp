@@ -5,6 +5,7 @@
 #include "command.h"
 #include "longctx/error.h"
 #include "model/test_model.h"
+#include "text/tokenizer.h"
 
 namespace longctx::cli {
 namespace {
@@ -86,6 +87,7 @@ int run(const std::vector<std::string>& argv) {
   options.tokenizer_dir = args.get_or("tokenizer", "");
 
   write_test_model(options, args.positional()[0]);
+  if (options.tokenizer_dir.empty()) text::write_test_tokenizer(args.positional()[0], c.vocab_size);
   std::printf("wrote %s test model to %s\n", preset.c_str(), args.positional()[0].c_str());
   return 0;
 }

@@ -11,7 +11,8 @@ namespace {
 // Start of the character that ends at `end` (exclusive).
 size_t previous_character_start(std::string_view text, size_t end) {
   size_t start = end - 1;
-  while (start > 0 && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80) --start;
+  while (start > 0 && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80)
+    --start;
   return start;
 }
 
@@ -65,7 +66,8 @@ void AddedVocabulary::add(const AddedToken& token) {
   });
   tokens_.push_back(token);
   index_by_content_.clear();
-  for (size_t i = 0; i < tokens_.size(); ++i) index_by_content_.emplace(tokens_[i].content, i);
+  for (size_t i = 0; i < tokens_.size(); ++i)
+    index_by_content_.emplace(tokens_[i].content, i);
 }
 
 void AddedVocabulary::build(const Normalizer& normalizer) {

@@ -19,8 +19,7 @@ constexpr size_t kLinearScanLimit = 48;
 constexpr int32_t kNoRank = INT32_MAX;
 
 uint64_t pair_key(int32_t left, int32_t right) {
-  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) |
-         static_cast<uint32_t>(right);
+  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
 }
 
 bool is_null_or_empty_string(const Json& model, const char* key) {
@@ -47,6 +46,46 @@ std::pair<std::string, std::string> merge_parts(const Json& entry, size_t index)
 }
 
 }  // namespace
+
+void BpeModel::MergeTable::reserve(size_t count) {
+  size_t capacity = 16;
+  while (capacity < count * 2)
+    capacity *= 2;
+  if (capacity <= keys_.size()) return;
+  std::vector<uint64_t> old_keys = std::move(keys_);
+  std::vector<MergeRule> old_rules = std::move(rules_);
+  keys_.assign(capacity, kEmpty);
+  rules_.assign(capacity, MergeRule{0, 0});
+  mask_ = capacity - 1;
+  size_ = 0;
+  for (size_t i = 0; i < old_keys.size(); ++i) {
+    if (old_keys[i] != kEmpty) insert_or_assign(old_keys[i], old_rules[i]);
+  }
+}
+
+size_t BpeModel::MergeTable::slot(uint64_t key) const {
+  // Fibonacci hashing spreads the structured (left << 32 | right) keys over the table.
+  size_t index = static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 20) & mask_;
+  while (keys_[index] != kEmpty && keys_[index] != key)
+    index = (index + 1) & mask_;
+  return index;
+}
+
+void BpeModel::MergeTable::insert_or_assign(uint64_t key, MergeRule rule) {
+  if ((size_ + 1) * 2 > keys_.size()) reserve(size_ + 1);
+  const size_t index = slot(key);
+  if (keys_[index] == kEmpty) {
+    keys_[index] = key;
+    ++size_;
+  }
+  rules_[index] = rule;
+}
+
+const BpeModel::MergeRule* BpeModel::MergeTable::find(uint64_t key) const {
+  if (size_ == 0) return nullptr;
+  const size_t index = slot(key);
+  return keys_[index] == kEmpty ? nullptr : &rules_[index];
+}
 
 BpeModel BpeModel::from_json(const Json& model, bool byte_level) {
   if (!model.is_object()) fail("tokenizer.json: \"model\" must be an object");
@@ -78,8 +117,9 @@ BpeModel BpeModel::from_json(const Json& model, bool byte_level) {
   int64_t max_id = -1;
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     if (!it.value().is_number_integer() || it.value().get<int64_t>() < 0 ||
-        it.value().get<int64_t>() > INT32_MAX - 1) {
-      fail("tokenizer.json: vocab entry '", it.key(), "' must have a non-negative integer id");
+        it.value().get<int64_t>() >= kMaxTokenId) {
+      fail("tokenizer.json: vocab entry '", it.key(), "' must have an integer id in 0..",
+           kMaxTokenId - 1);
     }
     const int64_t id = it.value().get<int64_t>();
     bpe.vocab_.emplace(it.key(), static_cast<int32_t>(id));
@@ -136,8 +176,7 @@ const std::string* BpeModel::token_for_id(int32_t id) const {
 }
 
 const BpeModel::MergeRule* BpeModel::find_merge(int32_t left, int32_t right) const {
-  const auto it = merges_.find(pair_key(left, right));
-  return it == merges_.end() ? nullptr : &it->second;
+  return merges_.find(pair_key(left, right));
 }
 
 // A character missing from the vocabulary: byte fallback tokens if the model has them all,
@@ -147,7 +186,8 @@ void BpeModel::append_unknown(std::string_view bytes, std::vector<int32_t>& symb
     std::vector<int32_t> fallback;
     for (const char byte : bytes) {
       char name[8];
-      std::snprintf(name, sizeof(name), "<0x%02X>", static_cast<unsigned>(static_cast<uint8_t>(byte)));
+      std::snprintf(name, sizeof(name), "<0x%02X>",
+                    static_cast<unsigned>(static_cast<uint8_t>(byte)));
       const std::optional<int32_t> id = token_to_id(name);
       if (!id) {
         fallback.clear();
@@ -167,6 +207,12 @@ void BpeModel::append_unknown(std::string_view bytes, std::vector<int32_t>& symb
 }
 
 void BpeModel::encode(std::string_view piece, std::vector<int32_t>& ids) const {
+  BpeScratch scratch;
+  encode(piece, ids, scratch);
+}
+
+void BpeModel::encode(std::string_view piece, std::vector<int32_t>& ids,
+                      BpeScratch& scratch) const {
   if (piece.empty()) return;
   if (ignore_merges_) {
     const std::string word = byte_level_ ? byte_level::encode(piece) : std::string(piece);
@@ -175,8 +221,8 @@ void BpeModel::encode(std::string_view piece, std::vector<int32_t>& ids) const {
       return;
     }
   }
-  std::vector<int32_t> symbols;
-  symbols.reserve(piece.size());
+  std::vector<int32_t>& symbols = scratch.symbols;
+  symbols.clear();
   if (byte_level_) {
     for (const char byte : piece) {
       const int32_t id = byte_ids_[static_cast<uint8_t>(byte)];
@@ -199,42 +245,50 @@ void BpeModel::encode(std::string_view piece, std::vector<int32_t>& ids) const {
       at += length;
     }
   }
-  merge(symbols);
+  merge(symbols, MergeStrategy::kAuto, scratch);
   ids.insert(ids.end(), symbols.begin(), symbols.end());
 }
 
 void BpeModel::merge(std::vector<int32_t>& symbols, MergeStrategy strategy) const {
+  BpeScratch scratch;
+  merge(symbols, strategy, scratch);
+}
+
+void BpeModel::merge(std::vector<int32_t>& symbols, MergeStrategy strategy,
+                     BpeScratch& scratch) const {
   if (symbols.size() < 2) return;
   if (strategy == MergeStrategy::kAuto) {
-    strategy = symbols.size() <= kLinearScanLimit ? MergeStrategy::kLinearScan : MergeStrategy::kHeap;
+    strategy =
+        symbols.size() <= kLinearScanLimit ? MergeStrategy::kLinearScan : MergeStrategy::kHeap;
   }
   if (strategy == MergeStrategy::kLinearScan) {
-    merge_linear(symbols);
+    merge_linear(symbols, scratch.rules);
   } else {
     merge_heap(symbols);
   }
 }
 
-void BpeModel::merge_linear(std::vector<int32_t>& symbols) const {
-  // ranks[i] is the rank of the pair (symbols[i], symbols[i + 1]).
-  std::vector<MergeRule> rules(symbols.size() - 1, MergeRule{kNoRank, -1});
-  for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-    if (const MergeRule* rule = find_merge(symbols[i], symbols[i + 1])) rules[i] = *rule;
-  }
+void BpeModel::merge_linear(std::vector<int32_t>& symbols,
+                            std::vector<std::pair<int32_t, int32_t>>& rules) const {
+  // rules[i] is (rank, merged id) of the pair (symbols[i], symbols[i + 1]).
+  const auto rule_of = [&](size_t i) {
+    const MergeRule* rule = find_merge(symbols[i], symbols[i + 1]);
+    return rule ? std::pair{rule->rank, rule->merged_id} : std::pair{kNoRank, -1};
+  };
+  rules.resize(symbols.size() - 1);
+  for (size_t i = 0; i + 1 < symbols.size(); ++i)
+    rules[i] = rule_of(i);
   while (!rules.empty()) {
     size_t best = 0;
     for (size_t i = 1; i < rules.size(); ++i) {
-      if (rules[i].rank < rules[best].rank) best = i;
+      if (rules[i].first < rules[best].first) best = i;
     }
-    if (rules[best].rank == kNoRank) break;
-    symbols[best] = rules[best].merged_id;
+    if (rules[best].first == kNoRank) break;
+    symbols[best] = rules[best].second;
     symbols.erase(symbols.begin() + static_cast<std::ptrdiff_t>(best) + 1);
     rules.erase(rules.begin() + static_cast<std::ptrdiff_t>(best));
     // Only the pairs that touch the merged symbol change.
-    const auto refresh = [&](size_t i) {
-      const MergeRule* rule = find_merge(symbols[i], symbols[i + 1]);
-      rules[i] = rule ? *rule : MergeRule{kNoRank, -1};
-    };
+    const auto refresh = [&](size_t i) { rules[i] = rule_of(i); };
     if (best > 0) refresh(best - 1);
     if (best < rules.size()) refresh(best);
   }
@@ -265,7 +319,8 @@ void BpeModel::merge_heap(std::vector<int32_t>& symbols) const {
       queue.push({rule->rank, left, rule->merged_id});
     }
   };
-  for (size_t i = 0; i + 1 < n; ++i) push_pair(static_cast<int64_t>(i));
+  for (size_t i = 0; i + 1 < n; ++i)
+    push_pair(static_cast<int64_t>(i));
 
   while (!queue.empty()) {
     const Candidate top = queue.top();
@@ -285,7 +340,8 @@ void BpeModel::merge_heap(std::vector<int32_t>& symbols) const {
   }
 
   size_t out = 0;
-  for (int64_t i = 0; i >= 0; i = next[static_cast<size_t>(i)]) symbols[out++] = symbols[static_cast<size_t>(i)];
+  for (int64_t i = 0; i >= 0; i = next[static_cast<size_t>(i)])
+    symbols[out++] = symbols[static_cast<size_t>(i)];
   symbols.resize(out);
 }
 

@@ -26,7 +26,18 @@ struct TransparentStringHash {
 template <typename Value>
 using StringMap = std::unordered_map<std::string, Value, TransparentStringHash, std::equal_to<>>;
 
+// Token ids index dense tables; ids from a file must stay below this (real vocabularies are
+// far smaller), so that a corrupt file is an error instead of a huge allocation.
+inline constexpr int64_t kMaxTokenId = int64_t{1} << 24;
+
 enum class MergeStrategy { kAuto, kLinearScan, kHeap };
+
+// Scratch space of BpeModel::encode, reused from piece to piece so that encoding does not
+// allocate per piece.
+struct BpeScratch {
+  std::vector<int32_t> symbols;
+  std::vector<std::pair<int32_t, int32_t>> rules;  // (rank, merged id) of each adjacent pair
+};
 
 class BpeModel {
  public:
@@ -37,9 +48,11 @@ class BpeModel {
 
   // Appends the ids of one pre-tokenized piece (raw bytes when byte-level, else UTF-8 text).
   void encode(std::string_view piece, std::vector<int32_t>& ids) const;
+  void encode(std::string_view piece, std::vector<int32_t>& ids, BpeScratch& scratch) const;
 
   // Applies the merges to `symbols` in place.
   void merge(std::vector<int32_t>& symbols, MergeStrategy strategy = MergeStrategy::kAuto) const;
+  void merge(std::vector<int32_t>& symbols, MergeStrategy strategy, BpeScratch& scratch) const;
 
   std::optional<int32_t> token_to_id(std::string_view token) const;
   // The vocabulary string of `id`, or null when the vocabulary has no such id.
@@ -53,15 +66,36 @@ class BpeModel {
     int32_t merged_id;
   };
 
+  // Open-addressing hash table of merges keyed by the (left, right) id pair: the lookup is the
+  // inner loop of encoding, and this is several times faster than std::unordered_map.
+  class MergeTable {
+   public:
+    void reserve(size_t count);
+    void insert_or_assign(uint64_t key, MergeRule rule);
+    const MergeRule* find(uint64_t key) const;
+    size_t size() const { return size_; }
+
+   private:
+    static constexpr uint64_t kEmpty = ~uint64_t{0};
+    size_t slot(uint64_t key) const;
+    void grow();
+
+    std::vector<uint64_t> keys_;
+    std::vector<MergeRule> rules_;
+    size_t size_ = 0;
+    size_t mask_ = 0;
+  };
+
   const MergeRule* find_merge(int32_t left, int32_t right) const;
-  void merge_linear(std::vector<int32_t>& symbols) const;
+  void merge_linear(std::vector<int32_t>& symbols,
+                    std::vector<std::pair<int32_t, int32_t>>& rules) const;
   void merge_heap(std::vector<int32_t>& symbols) const;
   void append_unknown(std::string_view bytes, std::vector<int32_t>& symbols) const;
 
   StringMap<int32_t> vocab_;
   std::vector<std::string> tokens_;  // by id; empty where the vocabulary has a hole
   std::vector<uint8_t> has_token_;
-  std::unordered_map<uint64_t, MergeRule> merges_;
+  MergeTable merges_;
   int32_t byte_ids_[256];  // byte-level: id of each byte's character, -1 if absent
   bool byte_level_ = false;
   bool ignore_merges_ = false;

@@ -30,7 +30,8 @@ BpeTrainingResult train_byte_level_bpe(const std::map<std::string, int64_t>& wor
   std::vector<Word> words;
   for (const auto& [word, count] : word_counts) {
     Word entry{{}, count};
-    for (const char byte : word) entry.symbols.push_back(static_cast<uint8_t>(byte));
+    for (const char byte : word)
+      entry.symbols.push_back(static_cast<uint8_t>(byte));
     if (entry.symbols.size() > 1) words.push_back(std::move(entry));
   }
 

@@ -22,9 +22,9 @@ struct BpeTrainingResult {
 };
 
 // `word_counts` maps raw byte strings (pre-tokenized pieces) to their frequency. Learns merges
-// until `max_new_tokens` tokens beyond the 256 byte characters exist or no pair is left; a merge whose result would equal a string in `reserved` (the special
-// tokens) is never made. Ties between equally frequent pairs go to the pair of earlier tokens,
-// so the result is deterministic.
+// until `max_new_tokens` tokens beyond the 256 byte characters exist or no pair is left; a merge
+// whose result would equal a string in `reserved` (the special tokens) is never made. Ties between
+// equally frequent pairs go to the pair of earlier tokens, so the result is deterministic.
 BpeTrainingResult train_byte_level_bpe(const std::map<std::string, int64_t>& word_counts,
                                        size_t max_new_tokens,
                                        const std::set<std::string>& reserved);

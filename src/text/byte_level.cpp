@@ -20,8 +20,7 @@ struct Tables {
     // Bytes that are not printable take the code points U+0100, U+0101, ... in byte order.
     char32_t next_extra = 0x100;
     for (int byte = 0; byte < 256; ++byte) {
-      const char32_t code_point =
-          maps_to_itself(byte) ? static_cast<char32_t>(byte) : next_extra++;
+      const char32_t code_point = maps_to_itself(byte) ? static_cast<char32_t>(byte) : next_extra++;
       code_point_for_byte[static_cast<size_t>(byte)] = code_point;
       utf8::append_code_point(char_for_byte[static_cast<size_t>(byte)], code_point);
     }
@@ -35,7 +34,9 @@ const Tables& tables() {
 
 }  // namespace
 
-std::string_view char_for_byte(uint8_t byte) { return tables().char_for_byte[byte]; }
+std::string_view char_for_byte(uint8_t byte) {
+  return tables().char_for_byte[byte];
+}
 
 std::optional<uint8_t> byte_for_char(char32_t code_point) {
   // The alphabet spans U+0021..U+0143; invert the construction rather than searching.
@@ -54,7 +55,8 @@ std::optional<uint8_t> byte_for_char(char32_t code_point) {
 std::string encode(std::string_view bytes) {
   std::string out;
   out.reserve(bytes.size() * 2);
-  for (const char byte : bytes) out.append(char_for_byte(static_cast<uint8_t>(byte)));
+  for (const char byte : bytes)
+    out.append(char_for_byte(static_cast<uint8_t>(byte)));
   return out;
 }
 

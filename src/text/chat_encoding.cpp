@@ -53,9 +53,9 @@ constexpr std::string_view kToolsTemplate =
 
 const std::map<std::string, std::string_view, std::less<>>& task_tokens() {
   static const std::map<std::string, std::string_view, std::less<>> tokens = {
-      {"action", tokens::kTaskAction}, {"query", tokens::kTaskQuery},
+      {"action", tokens::kTaskAction},       {"query", tokens::kTaskQuery},
       {"authority", tokens::kTaskAuthority}, {"domain", tokens::kTaskDomain},
-      {"title", tokens::kTaskTitle}, {"read_url", tokens::kTaskReadUrl}};
+      {"title", tokens::kTaskTitle},         {"read_url", tokens::kTaskReadUrl}};
   return tokens;
 }
 
@@ -70,7 +70,9 @@ std::string replace_all(std::string text, std::string_view from, std::string_vie
 bool truthy(const OrderedJson* value) {
   if (value == nullptr || value->is_null()) return false;
   if (value->is_boolean()) return value->get<bool>();
-  if (value->is_string() || value->is_array() || value->is_object()) return !value->empty();
+  // nlohmann's empty() is false for every string, so strings are checked by their text.
+  if (value->is_string()) return !value->get_ref<const std::string&>().empty();
+  if (value->is_array() || value->is_object()) return !value->empty();
   if (value->is_number_float()) return value->get<double>() != 0.0;
   if (value->is_number()) return value->get<int64_t>() != 0;
   return true;
@@ -136,7 +138,9 @@ struct Message {
   std::optional<std::string> task;
 };
 
-std::string message_label(size_t index) { return str_cat("messages[", index, "]"); }
+std::string message_label(size_t index) {
+  return str_cat("messages[", index, "]");
+}
 
 std::optional<std::string> parse_task(const OrderedJson& message, size_t index) {
   const OrderedJson* task = field(message, "task");

@@ -18,7 +18,9 @@ constexpr size_t kMaxSpaceRun = 64;
 constexpr std::string_view kToolCallsAfterBlankLine = "\n\n<｜DSML｜tool_calls>";
 constexpr std::string_view kToolCallsAfterNewline = "\n<｜DSML｜tool_calls>";
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+bool is_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
 
 // Length of the longest suffix of `text` that is a proper prefix of one of `markers`: those
 // bytes may still become a marker, so they are held back.
@@ -38,7 +40,8 @@ size_t held_suffix(std::string_view text, std::initializer_list<std::string_view
 
 size_t leading_spaces(std::string_view text) {
   size_t count = 0;
-  while (count < text.size() && is_space(text[count])) ++count;
+  while (count < text.size() && is_space(text[count]))
+    ++count;
   return count;
 }
 
@@ -169,15 +172,14 @@ CompletionParser::Step CompletionParser::step_reasoning(CompletionDelta& delta) 
   return Step::kNeedMore;
 }
 
-CompletionParser::Step CompletionParser::step_content(CompletionDelta& delta,
-                                                      bool tools_allowed) {
+CompletionParser::Step CompletionParser::step_content(CompletionDelta& delta, bool tools_allowed) {
   const size_t eos = pending_.find(tokens::kEos);
-  const size_t block =
-      tools_allowed ? pending_.find(tokens::kToolCallsOpen) : std::string::npos;
+  const size_t block = tools_allowed ? pending_.find(tokens::kToolCallsOpen) : std::string::npos;
   if (block != std::string::npos && (eos == std::string::npos || block < eos)) {
     // The official format puts a blank line before the block; it belongs to the markup.
     size_t newlines = 0;
-    while (newlines < 2 && newlines < block && pending_[block - newlines - 1] == '\n') ++newlines;
+    while (newlines < 2 && newlines < block && pending_[block - newlines - 1] == '\n')
+      ++newlines;
     emit_content(delta, std::string_view(pending_).substr(0, block - newlines));
     raw_.assign(pending_, block - newlines, newlines + tokens::kToolCallsOpen.size());
     pending_.erase(0, block + tokens::kToolCallsOpen.size());
@@ -192,10 +194,10 @@ CompletionParser::Step CompletionParser::step_content(CompletionDelta& delta,
     state_ = State::kDone;
     return Step::kProgress;
   }
-  const size_t held =
-      tools_allowed ? held_suffix(pending_, {kToolCallsAfterBlankLine, kToolCallsAfterNewline,
-                                             tokens::kToolCallsOpen, tokens::kEos})
-                    : held_suffix(pending_, {tokens::kEos});
+  const size_t held = tools_allowed
+                          ? held_suffix(pending_, {kToolCallsAfterBlankLine, kToolCallsAfterNewline,
+                                                   tokens::kToolCallsOpen, tokens::kEos})
+                          : held_suffix(pending_, {tokens::kEos});
   const size_t ready = pending_.size() - held;
   emit_content(delta, std::string_view(pending_).substr(0, ready));
   pending_.erase(0, ready);
@@ -232,8 +234,7 @@ CompletionParser::Step CompletionParser::expect_literal(std::string_view literal
 }
 
 // Reads ` NAME="VALUE"` (any white space before NAME).
-CompletionParser::Step CompletionParser::read_attribute(std::string_view name,
-                                                        std::string& value) {
+CompletionParser::Step CompletionParser::read_attribute(std::string_view name, std::string& value) {
   const size_t spaces = leading_spaces(pending_);
   if (spaces > kMaxSpaceRun) return Step::kError;
   if (spaces == pending_.size()) return Step::kNeedMore;
@@ -389,7 +390,7 @@ void CompletionParser::emit_content(CompletionDelta& delta, std::string_view tex
 void CompletionParser::emit_tool_call(CompletionDelta& delta) {
   ParsedToolCall call;
   call.name = invoke_name_;
-  call.arguments = "{";
+  call.arguments.push_back('{');
   for (size_t i = 0; i < parameters_.size(); ++i) {
     const Parameter& parameter = parameters_[i];
     if (i > 0) call.arguments.append(", ");

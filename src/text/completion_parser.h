@@ -34,9 +34,7 @@ struct CompletionDelta {
   std::string reasoning_content;
   std::string content;
   std::vector<ParsedToolCall> tool_calls;
-  bool empty() const {
-    return reasoning_content.empty() && content.empty() && tool_calls.empty();
-  }
+  bool empty() const { return reasoning_content.empty() && content.empty() && tool_calls.empty(); }
 };
 
 struct ParsedCompletion {
@@ -70,10 +68,10 @@ class CompletionParser {
 
  private:
   enum class State {
-    kThinkPrefix,   // thinking mode, nothing read yet: a stray leading <think> is dropped
+    kThinkPrefix,  // thinking mode, nothing read yet: a stray leading <think> is dropped
     kReasoning,
-    kContent,       // content; tool-call blocks are recognised
-    kToolBlock,     // inside <｜DSML｜tool_calls>
+    kContent,    // content; tool-call blocks are recognised
+    kToolBlock,  // inside <｜DSML｜tool_calls>
     kAfterToolBlock,
     kPlainContent,  // content after broken markup: no more tool-call parsing
     kDone,

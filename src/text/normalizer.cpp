@@ -31,7 +31,8 @@ size_t trailing_space(std::string_view text) {
   size_t end = text.size();
   while (end > 0) {
     size_t start = end - 1;
-    while (start > 0 && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80) --start;
+    while (start > 0 && (static_cast<uint8_t>(text[start]) & 0xC0) == 0x80)
+      --start;
     const utf8::Sequence sequence = utf8::decode_one(text.substr(start, end - start));
     if (sequence.status != utf8::SequenceStatus::kValid ||
         !utf8::is_white_space(sequence.code_point)) {
@@ -61,7 +62,8 @@ void Normalizer::add_steps(const Json& spec, std::vector<Step>& steps) {
     if (!spec.contains("normalizers") || !spec["normalizers"].is_array()) {
       fail("tokenizer.json: normalizer Sequence needs an array \"normalizers\"");
     }
-    for (const Json& child : spec["normalizers"]) add_steps(child, steps);
+    for (const Json& child : spec["normalizers"])
+      add_steps(child, steps);
   } else if (type == "Replace") {
     if (!spec.contains("pattern") || !spec["pattern"].is_object()) {
       fail("tokenizer.json: normalizer Replace needs an object \"pattern\"");

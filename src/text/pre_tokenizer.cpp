@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "longctx/error.h"
+#include "text/utf8.h"
 
 namespace longctx::text {
 namespace {
@@ -11,31 +12,27 @@ namespace {
 constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
 
-struct Span {
-  size_t start;
-  size_t end;
-  bool flag;  // is a match (before folding) / should be removed (after folding)
-};
-
 std::shared_ptr<Regex> compile_shared(const std::string& pattern) {
   return std::make_shared<Regex>(pattern);
 }
 
 // Applies `behavior` to the match/non-match spans that cover a piece, as NormalizedString::split
-// does in `tokenizers`; returns spans flagged for removal.
-std::vector<Span> fold(const std::vector<Span>& spans, SplitBehavior behavior) {
-  std::vector<Span> out;
-  out.reserve(spans.size());
+// does in `tokenizers`; writes spans flagged for removal to `out`.
+void fold(const std::vector<SplitSpan>& spans, SplitBehavior behavior,
+          std::vector<SplitSpan>& out) {
+  out.clear();
   bool previous_match = false;
   switch (behavior) {
     case SplitBehavior::kIsolated:
-      for (const Span& span : spans) out.push_back({span.start, span.end, false});
+      for (const SplitSpan& span : spans)
+        out.push_back({span.start, span.end, false});
       break;
     case SplitBehavior::kRemoved:
-      out = spans;
+      for (const SplitSpan& span : spans)
+        out.push_back(span);
       break;
     case SplitBehavior::kContiguous:
-      for (const Span& span : spans) {
+      for (const SplitSpan& span : spans) {
         if (span.flag == previous_match && !out.empty()) {
           out.back().end = span.end;
         } else {
@@ -45,7 +42,7 @@ std::vector<Span> fold(const std::vector<Span>& spans, SplitBehavior behavior) {
       }
       break;
     case SplitBehavior::kMergedWithPrevious:
-      for (const Span& span : spans) {
+      for (const SplitSpan& span : spans) {
         if (span.flag && !previous_match && !out.empty()) {
           out.back().end = span.end;
         } else {
@@ -66,7 +63,6 @@ std::vector<Span> fold(const std::vector<Span>& spans, SplitBehavior behavior) {
       std::reverse(out.begin(), out.end());
       break;
   }
-  return out;
 }
 
 }  // namespace
@@ -77,9 +73,10 @@ SplitBehavior parse_split_behavior(const std::string& name) {
   if (name == "MergedWithPrevious") return SplitBehavior::kMergedWithPrevious;
   if (name == "MergedWithNext") return SplitBehavior::kMergedWithNext;
   if (name == "Contiguous") return SplitBehavior::kContiguous;
-  fail("tokenizer.json: Split behavior must be Removed, Isolated, MergedWithPrevious, "
-       "MergedWithNext or Contiguous, found '",
-       name, "'");
+  fail(
+      "tokenizer.json: Split behavior must be Removed, Isolated, MergedWithPrevious, "
+      "MergedWithNext or Contiguous, found '",
+      name, "'");
 }
 
 PreTokenizer PreTokenizer::from_json(const Json& spec) {
@@ -95,13 +92,14 @@ void PreTokenizer::add_steps(const Json& spec) {
          json_type_name(spec));
   }
   const std::string type = spec["type"].get<std::string>();
-  if (byte_level_) fail("tokenizer.json: pre_tokenizer ByteLevel must be last, found ", type,
-                        " after it");
+  if (byte_level_)
+    fail("tokenizer.json: pre_tokenizer ByteLevel must be last, found ", type, " after it");
   if (type == "Sequence") {
     if (!spec.contains("pretokenizers") || !spec["pretokenizers"].is_array()) {
       fail("tokenizer.json: pre_tokenizer Sequence needs an array \"pretokenizers\"");
     }
-    for (const Json& child : spec["pretokenizers"]) add_steps(child);
+    for (const Json& child : spec["pretokenizers"])
+      add_steps(child);
   } else if (type == "Split") {
     if (!spec.contains("pattern") || !spec["pattern"].is_object()) {
       fail("tokenizer.json: pre_tokenizer Split needs an object \"pattern\"");
@@ -146,10 +144,12 @@ void PreTokenizer::add_steps(const Json& spec) {
 }
 
 void PreTokenizer::apply_split(const SplitStep& step, std::string_view piece,
-                               std::vector<std::string_view>& out) const {
-  std::vector<Match> matches;
+                               PieceBuffer& buffer) const {
+  std::vector<std::string_view>& out = buffer.next;
+  std::vector<Match>& matches = buffer.matches;
+  matches.clear();
   if (step.regex) {
-    step.regex->find_all(piece, matches);
+    step.regex->find_all_in_valid(piece, matches, buffer.regex);
   } else if (!step.literal.empty()) {
     for (size_t at = piece.find(step.literal); at != std::string_view::npos;
          at = piece.find(step.literal, at + step.literal.size())) {
@@ -161,8 +161,8 @@ void PreTokenizer::apply_split(const SplitStep& step, std::string_view piece,
     out.push_back(piece);
     return;
   }
-  std::vector<Span> spans;
-  spans.reserve(matches.size() * 2 + 1);
+  std::vector<SplitSpan>& spans = buffer.spans;
+  spans.clear();
   size_t previous = 0;
   for (const Match& match : matches) {
     if (previous != match.start) spans.push_back({previous, match.start, false});
@@ -171,9 +171,11 @@ void PreTokenizer::apply_split(const SplitStep& step, std::string_view piece,
   }
   if (previous != piece.size() || spans.empty()) spans.push_back({previous, piece.size(), false});
   if (step.invert) {
-    for (Span& span : spans) span.flag = !span.flag;
+    for (SplitSpan& span : spans)
+      span.flag = !span.flag;
   }
-  for (const Span& span : fold(spans, step.behavior)) {
+  fold(spans, step.behavior, buffer.folded);
+  for (const SplitSpan& span : buffer.folded) {
     if (!span.flag && span.start != span.end) {
       out.push_back(piece.substr(span.start, span.end - span.start));
     }
@@ -183,20 +185,24 @@ void PreTokenizer::apply_split(const SplitStep& step, std::string_view piece,
 void PreTokenizer::split(std::string_view text, PieceBuffer& buffer) const {
   buffer.pieces.clear();
   if (text.empty()) return;
+  if (!utf8::is_valid(text)) fail("pre-tokenizer: text is not valid UTF-8");
   buffer.pieces.push_back(text);
-  std::vector<std::string_view> next;
+  std::vector<std::string_view>& next = buffer.next;
   for (const Step& step : steps_) {
     next.clear();
-    next.reserve(buffer.pieces.size());
     if (const auto* split_step = std::get_if<SplitStep>(&step)) {
-      for (const std::string_view piece : buffer.pieces) apply_split(*split_step, piece, next);
+      for (const std::string_view piece : buffer.pieces)
+        apply_split(*split_step, piece, buffer);
     } else {
       for (const std::string_view piece : buffer.pieces) {
         if (piece.front() == ' ') {
           next.push_back(piece);
         } else {
-          buffer.arena.push_back(" " + std::string(piece));
-          next.push_back(buffer.arena.back());
+          std::string& spaced = buffer.arena.emplace_back();
+          spaced.reserve(piece.size() + 1);
+          spaced.push_back(' ');
+          spaced.append(piece);
+          next.push_back(spaced);
         }
       }
     }

@@ -22,11 +22,26 @@ namespace longctx::text {
 // What a Split does with the parts its pattern matches (the names of `tokenizers`).
 enum class SplitBehavior { kRemoved, kIsolated, kMergedWithPrevious, kMergedWithNext, kContiguous };
 
+// A run of a piece that a Split pattern matched or not (before folding) / that is removed or
+// kept (after folding).
+struct SplitSpan {
+  size_t start;
+  size_t end;
+  bool flag;
+};
+
 // Pieces view into the input text or into strings the pre-tokenizer had to build (a prefix
-// space); `arena` owns those and must outlive the pieces.
+// space); `arena` owns those and must outlive the pieces. The other members are scratch space
+// reused from call to call so that splitting does not allocate per piece.
 struct PieceBuffer {
   std::vector<std::string_view> pieces;
   std::deque<std::string> arena;
+
+  std::vector<std::string_view> next;
+  std::vector<Match> matches;
+  std::vector<SplitSpan> spans;
+  std::vector<SplitSpan> folded;
+  RegexScratch regex;
 };
 
 class PreTokenizer {
@@ -35,7 +50,7 @@ class PreTokenizer {
   // ByteLevel step that is not last.
   static PreTokenizer from_json(const Json& spec);
 
-  // Replaces `buffer.pieces` with the pieces of `text` (valid UTF-8).
+  // Replaces `buffer.pieces` with the pieces of `text`; throws Error if `text` is not valid UTF-8.
   void split(std::string_view text, PieceBuffer& buffer) const;
 
   // True when the chain ends with ByteLevel: BPE then starts from one symbol per byte.
@@ -52,8 +67,7 @@ class PreTokenizer {
   using Step = std::variant<SplitStep, PrefixSpaceStep>;
 
   void add_steps(const Json& spec);
-  void apply_split(const SplitStep& step, std::string_view piece,
-                   std::vector<std::string_view>& out) const;
+  void apply_split(const SplitStep& step, std::string_view piece, PieceBuffer& buffer) const;
 
   std::vector<Step> steps_;
   bool byte_level_ = false;

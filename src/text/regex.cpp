@@ -17,7 +17,9 @@ constexpr std::string_view kWhiteSpaceRanges =
     "\\x{9}-\\x{d}\\x{20}\\x{85}\\x{a0}\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}\\x{202f}"
     "\\x{205f}\\x{3000}";
 
-pcre2_code* as_code(void* code) { return static_cast<pcre2_code*>(code); }
+pcre2_code* as_code(void* code) {
+  return static_cast<pcre2_code*>(code);
+}
 
 std::string pcre2_message(int error_code) {
   PCRE2_UCHAR buffer[256];
@@ -91,7 +93,9 @@ Regex::Regex(std::string_view pattern) : pattern_(pattern) {
   code_ = code;
 }
 
-Regex::~Regex() { release(); }
+Regex::~Regex() {
+  release();
+}
 
 Regex::Regex(Regex&& other) noexcept
     : pattern_(std::move(other.pattern_)), code_(std::exchange(other.code_, nullptr)) {}
@@ -110,11 +114,23 @@ void Regex::release() {
   code_ = nullptr;
 }
 
+RegexScratch::RegexScratch() : data_(pcre2_match_data_create(1, nullptr)) {
+  if (data_ == nullptr) fail("regex: out of memory for match data");
+}
+
+RegexScratch::~RegexScratch() {
+  pcre2_match_data_free(static_cast<pcre2_match_data*>(data_));
+}
+
 void Regex::find_all(std::string_view text, std::vector<Match>& matches) const {
   if (!utf8::is_valid(text)) fail("regex '", pattern_, "': subject is not valid UTF-8");
-  const std::unique_ptr<pcre2_match_data, MatchDataDeleter> data(
-      pcre2_match_data_create_from_pattern(as_code(code_), nullptr));
-  if (!data) fail("regex '", pattern_, "': out of memory");
+  RegexScratch scratch;
+  find_all_in_valid(text, matches, scratch);
+}
+
+void Regex::find_all_in_valid(std::string_view text, std::vector<Match>& matches,
+                              RegexScratch& scratch) const {
+  auto* data = static_cast<pcre2_match_data*>(scratch.match_data());
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
 
   size_t search_from = 0;
@@ -122,17 +138,15 @@ void Regex::find_all(std::string_view text, std::vector<Match>& matches) const {
   size_t previous_end = 0;
   while (search_from <= text.size()) {
     uint32_t options = PCRE2_NO_UTF_CHECK;
-    int rc = pcre2_match(as_code(code_), subject, text.size(), search_from, options, data.get(),
-                         nullptr);
+    int rc = pcre2_match(as_code(code_), subject, text.size(), search_from, options, data, nullptr);
     if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {
       // Deep backtracking outgrew the JIT stack; the interpreter keeps its frames on the heap.
       options |= PCRE2_NO_JIT;
-      rc = pcre2_match(as_code(code_), subject, text.size(), search_from, options, data.get(),
-                       nullptr);
+      rc = pcre2_match(as_code(code_), subject, text.size(), search_from, options, data, nullptr);
     }
     if (rc == PCRE2_ERROR_NOMATCH) break;
     if (rc < 0) fail("regex '", pattern_, "' failed to match: ", pcre2_message(rc));
-    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data.get());
+    const PCRE2_SIZE* ovector = pcre2_get_ovector_pointer(data);
     const size_t start = ovector[0];
     const size_t end = ovector[1];
     if (start == end && have_previous && end == previous_end) {
@@ -159,9 +173,9 @@ bool Regex::matches_whole(std::string_view text) const {
   const std::unique_ptr<pcre2_match_data, MatchDataDeleter> data(
       pcre2_match_data_create_from_pattern(as_code(code_), nullptr));
   if (!data) fail("regex '", pattern_, "': out of memory");
-  const int rc = pcre2_match(as_code(code_), reinterpret_cast<PCRE2_SPTR>(text.data()),
-                             text.size(), 0, PCRE2_NO_UTF_CHECK | PCRE2_ANCHORED | PCRE2_ENDANCHORED,
-                             data.get(), nullptr);
+  const int rc =
+      pcre2_match(as_code(code_), reinterpret_cast<PCRE2_SPTR>(text.data()), text.size(), 0,
+                  PCRE2_NO_UTF_CHECK | PCRE2_ANCHORED | PCRE2_ENDANCHORED, data.get(), nullptr);
   return rc >= 0;
 }
 

@@ -19,6 +19,20 @@ struct Match {
   size_t end;
 };
 
+// Reusable match state (PCRE2 match data), so that repeated searches do not allocate. One per
+// thread; any Regex can use it.
+class RegexScratch {
+ public:
+  RegexScratch();
+  ~RegexScratch();
+  RegexScratch(const RegexScratch&) = delete;
+  RegexScratch& operator=(const RegexScratch&) = delete;
+  void* match_data() const { return data_; }
+
+ private:
+  void* data_;  // pcre2_match_data*
+};
+
 class Regex {
  public:
   // Compiles `pattern` (Oniguruma syntax as written in tokenizer.json); throws Error naming the
@@ -34,6 +48,9 @@ class Regex {
   // Rust's find_iter: after a match, an empty match at the same position is skipped and the
   // search moves one character on. Empty matches elsewhere are reported.
   void find_all(std::string_view text, std::vector<Match>& matches) const;
+  // The same without the UTF-8 check, for callers that validated the whole text already.
+  void find_all_in_valid(std::string_view valid_utf8, std::vector<Match>& matches,
+                         RegexScratch& scratch) const;
 
   // True if the whole of `text` matches.
   bool matches_whole(std::string_view text) const;

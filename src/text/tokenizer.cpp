@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <deque>
 #include <filesystem>
 
 #include "common/mapped_file.h"
@@ -17,6 +18,8 @@ namespace fs = std::filesystem;
 // Real tokenizer.json files are a few MB to a few tens of MB.
 constexpr size_t kMaxTokenizerJsonBytes = size_t{512} << 20;
 constexpr size_t kMaxTokenizerConfigBytes = size_t{64} << 20;
+// Longer pieces are rare and rarely repeat; they are not worth a cache entry.
+constexpr size_t kMaxCachedPieceBytes = 64;
 
 bool bool_field(const Json& object, const char* key, bool fallback) {
   if (!object.contains(key) || object[key].is_null()) return fallback;
@@ -29,7 +32,9 @@ AddedToken parse_added_token(const Json& entry, int64_t id, const std::string& w
   if (!entry.is_object() || !entry.contains("content") || !entry["content"].is_string()) {
     fail(where, ": an added token must be an object with a string \"content\"");
   }
-  if (id < 0 || id >= INT32_MAX) fail(where, ": added token id ", id, " is out of range");
+  if (id < 0 || id >= kMaxTokenId) {
+    fail(where, ": added token id ", id, " is outside 0..", kMaxTokenId - 1);
+  }
   AddedToken token;
   token.content = entry["content"].get<std::string>();
   if (token.content.empty()) fail(where, ": added token ", id, " has empty content");
@@ -87,12 +92,10 @@ std::unique_ptr<Tokenizer> Tokenizer::load_files(const std::string& tokenizer_js
     return from_json(tokenizer, config);
   } catch (const Error& error) {
     fail(tokenizer_json_path, ": ", error.what());
-  } catch (const Json::exception& error) {
-    fail(tokenizer_json_path, ": unexpected JSON structure: ", error.what());
   }
 }
 
-std::unique_ptr<Tokenizer> Tokenizer::from_json(const Json& json, const Json& config) {
+std::unique_ptr<Tokenizer> Tokenizer::from_json(const Json& json, const Json& config) try {
   if (!json.is_object()) fail("tokenizer.json must hold an object, found ", json_type_name(json));
   if (!config.is_null() && !config.is_object()) {
     fail("tokenizer_config.json must hold an object, found ", json_type_name(config));
@@ -100,7 +103,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const Json& json, const Json& co
   std::unique_ptr<Tokenizer> tokenizer(new Tokenizer());
   Tokenizer& t = *tokenizer;
   const Json null_json;
-  t.normalizer_ = Normalizer::from_json(json.contains("normalizer") ? json["normalizer"] : null_json);
+  t.normalizer_ =
+      Normalizer::from_json(json.contains("normalizer") ? json["normalizer"] : null_json);
   t.pre_tokenizer_ =
       PreTokenizer::from_json(json.contains("pre_tokenizer") ? json["pre_tokenizer"] : null_json);
   check_decoder(json.contains("decoder") ? json["decoder"] : null_json);
@@ -132,8 +136,7 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const Json& json, const Json& co
         id = -1;
       }
       if (id < 0) {
-        fail("tokenizer_config.json: added_tokens_decoder key '", it.key(),
-             "' is not a token id");
+        fail("tokenizer_config.json: added_tokens_decoder key '", it.key(), "' is not a token id");
       }
       const AddedToken token = parse_added_token(it.value(), id, "tokenizer_config.json");
       const std::optional<int32_t> existing = t.added_.id_of(token.content);
@@ -146,7 +149,8 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const Json& json, const Json& co
   }
 
   int64_t max_id = t.model_.max_id();
-  for (const AddedToken& token : t.added_.tokens()) max_id = std::max<int64_t>(max_id, token.id);
+  for (const AddedToken& token : t.added_.tokens())
+    max_id = std::max<int64_t>(max_id, token.id);
 
   if (config.is_object() && config.contains("additional_special_tokens") &&
       config["additional_special_tokens"].is_array()) {
@@ -173,13 +177,16 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const Json& json, const Json& co
   }
   for (const AddedToken& token : t.added_.tokens()) {
     const auto id = static_cast<size_t>(token.id);
-    t.decoded_[id] = byte_level::decode_token(token.content);
+    // tokenizers decodes a normalized added token as its normalized content (observed with
+    // tokenizers 0.23: "ony" under a Prepend("▁") normalizer decodes to "▁ony").
+    t.decoded_[id] = byte_level::decode_token(token.normalized ? t.normalizer_.apply(token.content)
+                                                               : token.content);
     t.has_token_[id] = 1;
     t.special_[id] = token.special ? 1 : 0;
   }
 
-  for (const auto& [key, target] : {std::pair{"bos_token", &t.bos_id_},
-                                    std::pair{"eos_token", &t.eos_id_}}) {
+  for (const auto& [key, target] :
+       {std::pair{"bos_token", &t.bos_id_}, std::pair{"eos_token", &t.eos_id_}}) {
     if (const std::optional<std::string> content = token_content(config, key)) {
       const std::optional<int32_t> id = t.token_id(*content);
       if (!id) fail("tokenizer_config.json: ", key, " '", *content, "' is not a token");
@@ -187,6 +194,9 @@ std::unique_ptr<Tokenizer> Tokenizer::from_json(const Json& json, const Json& co
     }
   }
   return tokenizer;
+} catch (const Json::exception& error) {
+  // A field of the wrong JSON type somewhere the checks above do not look.
+  fail("tokenizer.json / tokenizer_config.json: unexpected structure: ", error.what());
 }
 
 std::optional<int32_t> Tokenizer::token_id(std::string_view token) const {
@@ -195,7 +205,8 @@ std::optional<int32_t> Tokenizer::token_id(std::string_view token) const {
 }
 
 const std::string* Tokenizer::token_bytes(int32_t id) const {
-  if (id < 0 || static_cast<size_t>(id) >= decoded_.size() || !has_token_[static_cast<size_t>(id)]) {
+  if (id < 0 || static_cast<size_t>(id) >= decoded_.size() ||
+      !has_token_[static_cast<size_t>(id)]) {
     return nullptr;
   }
   return &decoded_[static_cast<size_t>(id)];
@@ -212,16 +223,29 @@ const std::string* Tokenizer::token_text(int32_t id) const {
   return model_.token_for_id(id);
 }
 
-void Tokenizer::encode_text(std::string_view text, std::vector<int32_t>& ids) const {
+void Tokenizer::encode_text(std::string_view text, std::vector<int32_t>& ids,
+                            EncodeState& state) const {
   if (text.empty()) return;
-  std::string normalized;
-  if (!normalizer_.is_identity()) {
-    normalized = normalizer_.apply(text);
-    text = normalized;
+  pre_tokenizer_.split(text, state.buffer);
+  for (const std::string_view piece : state.buffer.pieces) {
+    // Pieces view into the caller's text or the buffer's arena: both outlive the call.
+    const bool cacheable = piece.size() >= 2 && piece.size() <= kMaxCachedPieceBytes;
+    if (cacheable) {
+      const auto it = state.seen.find(piece);
+      if (it != state.seen.end()) {
+        const auto [offset, count] = it->second;
+        for (uint32_t i = 0; i < count; ++i)
+          ids.push_back(ids[offset + i]);
+        continue;
+      }
+    }
+    const size_t before = ids.size();
+    model_.encode(piece, ids, state.scratch);
+    if (cacheable) {
+      state.seen.emplace(piece, std::pair{static_cast<uint32_t>(before),
+                                          static_cast<uint32_t>(ids.size() - before)});
+    }
   }
-  PieceBuffer buffer;
-  pre_tokenizer_.split(text, buffer);
-  for (const std::string_view piece : buffer.pieces) model_.encode(piece, ids);
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special) const {
@@ -232,8 +256,15 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special
   }
   std::vector<int32_t> ids;
   ids.reserve(text.size() / 3 + 1);
+  EncodeState state;
+  // Normalized text lives here until the call ends (the piece cache points into it).
+  std::deque<std::string> normalized;
+  const auto normalize = [&](std::string_view raw) -> std::string_view {
+    if (normalizer_.is_identity()) return raw;
+    return normalized.emplace_back(normalizer_.apply(raw));
+  };
   if (!allow_special || added_.empty()) {
-    encode_text(text, ids);
+    encode_text(normalize(text), ids, state);
     return ids;
   }
   // Tokens marked normalized=false match the raw text; the others the normalized remainder.
@@ -245,21 +276,13 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool allow_special
       ids.push_back(raw.id);
       continue;
     }
-    std::string normalized;
-    std::string_view piece = raw.text;
-    if (!normalizer_.is_identity()) {
-      normalized = normalizer_.apply(piece);
-      piece = normalized;
-    }
     segments.clear();
-    added_.split(piece, /*normalized_tokens=*/true, segments);
+    added_.split(normalize(raw.text), /*normalized_tokens=*/true, segments);
     for (const Segment& segment : segments) {
       if (segment.id >= 0) {
         ids.push_back(segment.id);
       } else {
-        PieceBuffer buffer;
-        pre_tokenizer_.split(segment.text, buffer);
-        for (const std::string_view word : buffer.pieces) model_.encode(word, ids);
+        encode_text(segment.text, ids, state);
       }
     }
   }

@@ -16,6 +16,8 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "text/added_vocabulary.h"
@@ -42,7 +44,8 @@ class Tokenizer {
   // encoded as ordinary text.
   std::vector<int32_t> encode(std::string_view text, bool allow_special = false) const;
   std::string decode(std::span<const int32_t> ids, bool skip_special = false) const;
-  std::optional<int32_t> token_id(std::string_view token) const;  // exact vocab / added-token lookup
+  std::optional<int32_t> token_id(
+      std::string_view token) const;          // exact vocab / added-token lookup
   int32_t bos_id() const { return bos_id_; }  // from tokenizer_config.json bos_token, -1 if none
   int32_t eos_id() const { return eos_id_; }
   size_t vocab_size() const { return decoded_.size(); }  // 1 + largest id
@@ -55,8 +58,17 @@ class Tokenizer {
   const AddedVocabulary& added_tokens() const { return added_; }
 
  private:
+  // State of one encode() call: scratch space, and the ids of pieces seen earlier in the call
+  // (text repeats its words; looking them up is much cheaper than merging them again).
+  struct EncodeState {
+    PieceBuffer buffer;
+    BpeScratch scratch;
+    std::unordered_map<std::string_view, std::pair<uint32_t, uint32_t>> seen;  // offset, count
+  };
+
   Tokenizer() = default;
-  void encode_text(std::string_view text, std::vector<int32_t>& ids) const;
+  // Pre-tokenizes and BPE-encodes `text` (normalized, free of added tokens).
+  void encode_text(std::string_view text, std::vector<int32_t>& ids, EncodeState& state) const;
 
   Normalizer normalizer_;
   PreTokenizer pre_tokenizer_;
@@ -69,8 +81,8 @@ class Tokenizer {
   int32_t eos_id_ = -1;
 };
 
-// Turns ids into text incrementally; never emits a partial UTF-8 character; handles characters split
-// across tokens.
+// Turns ids into text incrementally; never emits a partial UTF-8 character; handles characters
+// split across tokens.
 class StreamingDetokenizer {
  public:
   explicit StreamingDetokenizer(const Tokenizer& tokenizer, bool skip_special = true);
@@ -83,11 +95,11 @@ class StreamingDetokenizer {
   std::string pending_;  // bytes of a character not yet complete
 };
 
-// Writes a small byte-level BPE tokenizer.json + tokenizer_config.json into dir, with ids < vocab_size,
-// bos id 0 = "<｜begin▁of▁sentence｜>", eos id 1 = "<｜end▁of▁sentence｜>", all V4 chat special tokens
-// (User, Assistant, think, DSML, latest_reminder, ...) and merges learned by a tiny BPE trainer on a
-// built-in corpus, so that generate --prompt works on the small test model (vocab 1024).
-// Throws Error when vocab_size cannot hold the special tokens and the 256 byte tokens.
+// Writes a small byte-level BPE tokenizer.json + tokenizer_config.json into dir, with ids <
+// vocab_size, bos id 0 = "<｜begin▁of▁sentence｜>", eos id 1 = "<｜end▁of▁sentence｜>", all V4 chat
+// special tokens (User, Assistant, think, DSML, latest_reminder, ...) and merges learned by a tiny
+// BPE trainer on a built-in corpus, so that generate --prompt works on the small test model (vocab
+// 1024). Throws Error when vocab_size cannot hold the special tokens and the 256 byte tokens.
 void write_test_tokenizer(const std::string& dir, int64_t vocab_size);
 
 }  // namespace longctx::text

@@ -3,7 +3,9 @@
 namespace longctx::text::utf8 {
 namespace {
 
-bool is_continuation(uint8_t byte) { return (byte & 0xC0) == 0x80; }
+bool is_continuation(uint8_t byte) {
+  return (byte & 0xC0) == 0x80;
+}
 
 }  // namespace
 
@@ -38,8 +40,8 @@ Sequence decode_one(std::string_view bytes) {
   for (size_t i = 1; i < length; ++i) {
     if (i >= bytes.size()) return {SequenceStatus::kTruncated, i, 0};
     const uint8_t byte = data[i];
-    const bool in_range = i == 1 ? (byte >= second_low && byte <= second_high)
-                                 : is_continuation(byte);
+    const bool in_range =
+        i == 1 ? (byte >= second_low && byte <= second_high) : is_continuation(byte);
     // The bytes read so far are the maximal ill-formed subsequence.
     if (!in_range) return {SequenceStatus::kInvalid, i, 0};
     code_point = (code_point << 6) | (byte & 0x3F);
@@ -115,8 +117,8 @@ void append_code_point(std::string& out, char32_t code_point) {
 
 bool is_white_space(char32_t c) {
   return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
-         c == 0x205F || c == 0x3000;
+         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F ||
+         c == 0x3000;
 }
 
 }  // namespace longctx::text::utf8
