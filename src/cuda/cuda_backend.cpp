@@ -1,0 +1,862 @@
+#include "cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels.h"
+#include "cuda/kv_view.h"
+#include "longctx/error.h"
+#include "model/rope.h"
+
+namespace longctx {
+
+using namespace cuda;  // NOLINT: the kernels' namespace
+
+namespace {
+
+// ---------------------------------------------------------------- weights on the device
+
+struct DeviceLinear {
+  DeviceBuffer<uint8_t> weight;
+  DeviceBuffer<uint8_t> scale;
+  LinearView view;
+  bool quantize_activations = false;
+};
+
+size_t weight_bytes_of(const LinearWeight& w) {
+  const size_t out = static_cast<size_t>(w.out);
+  const size_t in = static_cast<size_t>(w.in);
+  switch (w.format) {
+    case WeightFormat::kBF16: return out * in * 2;
+    case WeightFormat::kFP8: return out * in;
+    case WeightFormat::kFP4: return out * in / 2;
+  }
+  return 0;
+}
+
+size_t scale_bytes_of(const LinearWeight& w) {
+  const size_t out = static_cast<size_t>(w.out);
+  const size_t in = static_cast<size_t>(w.in);
+  switch (w.format) {
+    case WeightFormat::kBF16: return 0;
+    case WeightFormat::kFP8: return ((out + 127) / 128) * ((in + 127) / 128);
+    case WeightFormat::kFP4: return out * (in / 32);
+  }
+  return 0;
+}
+
+int weight_code(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::kBF16: return kWeightBF16;
+    case WeightFormat::kFP8: return kWeightFP8;
+    case WeightFormat::kFP4: return kWeightFP4;
+  }
+  return kWeightBF16;
+}
+
+DeviceLinear upload_linear(const LinearWeight& w) {
+  DeviceLinear d;
+  const size_t weight_bytes = weight_bytes_of(w);
+  d.weight.resize(weight_bytes);
+  d.weight.upload(w.weight, weight_bytes);
+  const size_t scale_bytes = scale_bytes_of(w);
+  if (scale_bytes > 0) {
+    d.scale.resize(scale_bytes);
+    d.scale.upload(w.scale, scale_bytes);
+  }
+  d.view = {d.weight.data(), d.scale.data(), weight_code(w.format), w.out, w.in, 0, 0};
+  d.quantize_activations = w.quantize_activations;
+  return d;
+}
+
+// The same matrix of every routed expert, expert e at e * (its bytes).
+DeviceLinear upload_experts(const std::vector<ExpertWeights>& experts, LinearWeight ExpertWeights::*which) {
+  DeviceLinear d;
+  const LinearWeight& first = experts.front().*which;
+  const size_t weight_bytes = weight_bytes_of(first);
+  const size_t scale_bytes = scale_bytes_of(first);
+  d.weight.resize(weight_bytes * experts.size());
+  if (scale_bytes > 0) d.scale.resize(scale_bytes * experts.size());
+  for (size_t e = 0; e < experts.size(); ++e) {
+    const LinearWeight& w = experts[e].*which;
+    if (w.format != first.format || w.out != first.out || w.in != first.in) {
+      fail("CUDA backend: expert ", e, " (", w.name, ") differs in format or shape from expert 0");
+    }
+    d.weight.upload(w.weight, weight_bytes, e * weight_bytes);
+    if (scale_bytes > 0) d.scale.upload(w.scale, scale_bytes, e * scale_bytes);
+  }
+  d.view = {d.weight.data(), d.scale.data(), weight_code(first.format), first.out, first.in,
+            static_cast<int64_t>(weight_bytes), static_cast<int64_t>(scale_bytes)};
+  d.quantize_activations = first.quantize_activations;
+  return d;
+}
+
+struct DeviceHc {
+  DeviceBuffer<float> fn, base, scale;
+  HyperConnectionView view() const { return {fn.data(), base.data(), scale.data()}; }
+};
+
+DeviceHc upload_hc(const HyperConnectionWeights& w) {
+  DeviceHc d;
+  d.fn = to_device(w.fn);
+  d.base = to_device(w.base);
+  d.scale = to_device(w.scale);
+  return d;
+}
+
+struct DeviceCompressor {
+  DeviceLinear wkv, wgate;
+  DeviceBuffer<float> ape, norm;
+  CompressorView view;
+};
+
+DeviceCompressor upload_compressor(const CompressorWeights& w) {
+  DeviceCompressor d;
+  d.wkv = upload_linear(w.wkv);
+  d.wgate = upload_linear(w.wgate);
+  d.ape = to_device(w.ape);
+  d.norm = to_device(w.norm);
+  d.view = {d.ape.data(), d.norm.data(), w.ratio, w.overlap ? 1 : 0, static_cast<int>(w.head_dim)};
+  return d;
+}
+
+struct DeviceExpert {
+  DeviceLinear w1, w2, w3;
+};
+
+struct DeviceBlock {
+  const BlockWeights* host = nullptr;
+  DeviceHc hc_attn, hc_ffn;
+  DeviceBuffer<float> attn_norm, ffn_norm;
+  DeviceLinear wq_a, wq_b, wkv, wo_a, wo_b;
+  DeviceBuffer<float> q_norm, kv_norm, attn_sink;
+  std::optional<DeviceCompressor> compressor;
+  std::optional<DeviceLinear> index_wq_b, index_weights_proj;
+  std::optional<DeviceCompressor> index_compressor;
+  DeviceLinear gate;
+  DeviceBuffer<float> gate_bias;
+  DeviceBuffer<int32_t> tid2eid;
+  DeviceExpert experts;  // all routed experts, stacked
+  std::optional<DeviceExpert> shared;
+};
+
+DeviceBlock upload_block(const BlockWeights& b) {
+  DeviceBlock d;
+  d.host = &b;
+  d.hc_attn = upload_hc(b.hc_attn);
+  d.hc_ffn = upload_hc(b.hc_ffn);
+  d.attn_norm = to_device(b.attn_norm);
+  d.ffn_norm = to_device(b.ffn_norm);
+  const AttentionWeights& a = b.attn;
+  d.wq_a = upload_linear(a.wq_a);
+  d.wq_b = upload_linear(a.wq_b);
+  d.wkv = upload_linear(a.wkv);
+  d.wo_a = upload_linear(a.wo_a);
+  d.wo_b = upload_linear(a.wo_b);
+  d.q_norm = to_device(a.q_norm);
+  d.kv_norm = to_device(a.kv_norm);
+  d.attn_sink = to_device(a.attn_sink);
+  if (a.compressor) d.compressor = upload_compressor(*a.compressor);
+  if (a.indexer) {
+    d.index_wq_b = upload_linear(a.indexer->wq_b);
+    d.index_weights_proj = upload_linear(a.indexer->weights_proj);
+    d.index_compressor = upload_compressor(a.indexer->compressor);
+  }
+  d.gate = upload_linear(b.ffn.gate);
+  if (!b.ffn.gate_bias.empty()) d.gate_bias = to_device(b.ffn.gate_bias);
+  if (!b.ffn.tid2eid.empty()) d.tid2eid = to_device(b.ffn.tid2eid);
+  d.experts.w1 = upload_experts(b.ffn.experts, &ExpertWeights::w1);
+  d.experts.w2 = upload_experts(b.ffn.experts, &ExpertWeights::w2);
+  d.experts.w3 = upload_experts(b.ffn.experts, &ExpertWeights::w3);
+  if (b.ffn.shared) {
+    d.shared = DeviceExpert{upload_linear(b.ffn.shared->w1), upload_linear(b.ffn.shared->w2),
+                            upload_linear(b.ffn.shared->w3)};
+  }
+  return d;
+}
+
+struct DeviceMtp {
+  DeviceBlock block;
+  DeviceLinear e_proj, h_proj;
+  DeviceBuffer<float> enorm, hnorm, norm;
+  DeviceHc hc_head;
+};
+
+size_t device_bytes(const DeviceLinear& l) { return l.weight.bytes() + l.scale.bytes(); }
+
+// ---------------------------------------------------------------- host-side batch checks
+
+// Same checks as the CPU backend, before any KV is touched.
+void validate_chunk(const ModelConfig& config, const KvLayout& layout,
+                    std::span<const int32_t> tokens, int64_t start_pos, const BlockTables* blocks,
+                    int64_t num_logits, size_t index) {
+  const auto where = [&] { return str_cat("chunk ", index, ": "); };
+  if (tokens.empty()) fail(where(), "no tokens");
+  if (blocks == nullptr) fail(where(), "no block tables");
+  if (start_pos < 0) fail(where(), "negative start position");
+  const int64_t end = start_pos + static_cast<int64_t>(tokens.size());
+  if (end > config.max_position_embeddings) {
+    fail(where(), "positions up to ", end, " exceed max_position_embeddings ",
+         config.max_position_embeddings);
+  }
+  if (num_logits < 0 || num_logits > static_cast<int64_t>(tokens.size())) {
+    fail(where(), "num_logits ", num_logits, " outside [0, ", tokens.size(), "]");
+  }
+  for (const int32_t token : tokens) {
+    if (token < 0 || token >= config.vocab_size) {
+      fail(where(), "token id ", token, " outside the vocabulary [0, ", config.vocab_size, ")");
+    }
+  }
+  const int64_t last_block = (end - 1) / kKvBlockSize;
+  const int64_t first_window_block =
+      std::max<int64_t>(0, start_pos - std::max<int64_t>(config.sliding_window - 1, 1)) / kKvBlockSize;
+  for (int64_t b = first_window_block; b <= last_block; ++b) {
+    if (b >= static_cast<int64_t>(blocks->window.size()) || blocks->window[static_cast<size_t>(b)] == kNoPage) {
+      fail(where(), "no window page for block ", b);
+    }
+  }
+  if (blocks->compressed.size() != layout.compressed_ratios.size()) {
+    fail(where(), "block tables have ", blocks->compressed.size(), " compressed pools, expected ",
+         layout.compressed_ratios.size());
+  }
+  for (const auto& table : blocks->compressed) {
+    if (static_cast<int64_t>(table.size()) <= last_block) fail(where(), "no compressed page for block ", last_block);
+    for (int64_t b = 0; b <= last_block; ++b) {
+      if (table[static_cast<size_t>(b)] == kNoPage) fail(where(), "no compressed page for block ", b);
+    }
+  }
+}
+
+
+constexpr int64_t kPositionBucket = 8192;
+
+}  // namespace
+
+// ---------------------------------------------------------------- the backend
+
+struct CudaBackend::Impl {
+  const ModelWeights& weights;
+  const ModelConfig& config;
+  KvLayout layout;
+  KvPoolSizes sizes;
+  cudaStream_t stream = nullptr;
+  int sm_count = 132;
+
+  DeviceBuffer<uint8_t> embed;  // bf16 [vocab, hidden]
+  DeviceLinear head;
+  DeviceBuffer<float> norm;
+  DeviceHc final_hc;
+  std::vector<DeviceBlock> blocks;
+  std::vector<DeviceMtp> mtp;
+  DeviceBuffer<float> window_inv_freq, compressed_inv_freq;
+
+  std::vector<DeviceBuffer<uint8_t>> window_pages;      // [layer]
+  std::vector<DeviceBuffer<uint8_t>> compressed_pages;  // [layer]
+
+  // Step inputs: one int32 upload holding chunks, tables, tokens, positions and row indices.
+  std::vector<int32_t> meta_host;
+  DeviceBuffer<int32_t> meta;
+  BatchView batch;
+  const int32_t* tokens = nullptr;
+  const int32_t* logit_rows = nullptr;
+  int64_t rows = 0;
+  int64_t logit_count = 0;
+  int64_t max_position = 0;
+  // Positions rounded up to kPositionBucket: the launch shapes that depend on the context
+  // (indexer grid and score stride, attention splits) use it, so a decode graph stays valid
+  // until the context crosses a bucket.
+  int64_t position_cap = 0;
+  // Bumped whenever a device buffer is reallocated: captured graphs hold raw pointers.
+  uint64_t epoch = 0;
+
+  // Decode steps (one token per sequence) replay CUDA graphs, one per batch size and bucket.
+  struct GraphKey {
+    int64_t rows;
+    bool return_hidden;
+    int64_t position_cap;
+    uint64_t epoch;
+    auto operator<=>(const GraphKey&) const = default;
+  };
+  std::map<GraphKey, cudaGraphExec_t> graphs;
+  std::set<GraphKey> seen_once;
+  uint64_t graphs_epoch = 0;
+  bool use_graphs = true;
+
+  // Activations and scratch, grown on demand.
+  DeviceBuffer<float> streams, x, xq, out, post, comb;
+  DeviceBuffer<float> q_lora, q, kv, attended, low_rank;
+  DeviceBuffer<float> comp_kv, comp_score, index_q, index_w, index_kv, index_score, scores;
+  DeviceBuffer<int32_t> selected, selected_counts;
+  DeviceBuffer<float> router_logits, route_weights, slot_weights, expert_gate, expert_up, expert_hidden,
+      slot_out, shared_gate, shared_up, shared_hidden, shared_out;
+  DeviceBuffer<int32_t> route_experts, expert_counts, expert_offsets, expert_fill, slot_rows, entry_slot,
+      active_experts;
+  DeviceBuffer<float> head_in, logits, hidden_out, mtp_e, mtp_ep;
+  DeviceBuffer<float> partial;
+  LinearWorkspace workspace;
+  DeviceBuffer<float> hc_workspace;
+  DeviceBuffer<float> attention_workspace;
+
+  Impl(const ModelWeights& w, const KvLayout& l, const KvPoolSizes& s, int device)
+      : weights(w), config(w.config), layout(l), sizes(s) {
+    LONGCTX_CUDA_CHECK(cudaSetDevice(device));
+    cudaDeviceProp properties{};
+    LONGCTX_CUDA_CHECK(cudaGetDeviceProperties(&properties, device));
+    if (properties.major != 9) {
+      fail("CUDA backend: built for Hopper (sm_90a), found ", properties.name, " (sm_", properties.major,
+           properties.minor, ")");
+    }
+    sm_count = properties.multiProcessorCount;
+    LONGCTX_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    if (config.hc_mult > 4) fail("CUDA backend: hc_mult ", config.hc_mult, " above 4");
+    if (layout.compressed_ratios.size() > static_cast<size_t>(kMaxCompressedPools)) {
+      fail("CUDA backend: at most ", kMaxCompressedPools, " compression ratios");
+    }
+    upload_weights();
+    allocate_kv();
+    partial.resize(size_t{16} << 20);
+    workspace = {partial.data(), partial.size(), sm_count};
+    attention_workspace.resize(size_t{64} << 20);
+    const char* graphs_env = std::getenv("LONGCTX_CUDA_GRAPHS");
+    use_graphs = graphs_env == nullptr || std::string(graphs_env) != "0";
+  }
+
+  ~Impl() {
+    drop_graphs();
+    if (stream != nullptr) cudaStreamDestroy(stream);
+  }
+
+  void drop_graphs() {
+    for (auto& [key, exec] : graphs) cudaGraphExecDestroy(exec);
+    graphs.clear();
+    seen_once.clear();
+  }
+
+  template <typename T>
+  void grow(DeviceBuffer<T>& buffer, size_t count) {
+    if (count > buffer.size()) {
+      LONGCTX_CUDA_CHECK(cudaStreamSynchronize(stream));
+      buffer.resize(count);
+      ++epoch;
+    }
+  }
+
+  void upload_weights() {
+    if (weights.embed.format != WeightFormat::kBF16) fail("CUDA backend: the embedding must be bf16");
+    const size_t embed_bytes = weight_bytes_of(weights.embed);
+    embed.resize(embed_bytes);
+    embed.upload(weights.embed.weight, embed_bytes);
+    head = upload_linear(weights.head);
+    norm = to_device(weights.norm);
+    final_hc = upload_hc(weights.hc_head);
+    for (const BlockWeights& b : weights.layers) blocks.push_back(upload_block(b));
+    for (const MtpWeights& m : weights.mtp) {
+      DeviceMtp d;
+      d.block = upload_block(m.block);
+      d.e_proj = upload_linear(m.e_proj);
+      d.h_proj = upload_linear(m.h_proj);
+      d.enorm = to_device(m.enorm);
+      d.hnorm = to_device(m.hnorm);
+      d.norm = to_device(m.norm);
+      d.hc_head = upload_hc(m.hc_head);
+      mtp.push_back(std::move(d));
+    }
+    window_inv_freq = to_device(RopeTable::for_layer(config, 0).inverse_frequencies());
+    compressed_inv_freq = to_device(RopeTable::for_layer(config, 4).inverse_frequencies());
+  }
+
+  void allocate_kv() {
+    for (const LayerKvLayout& l : layout.layers) {
+      DeviceBuffer<uint8_t> window(static_cast<size_t>(sizes.window_pages) * l.window_page_bytes);
+      LONGCTX_CUDA_CHECK(cudaMemset(window.data(), 0, window.bytes()));
+      window_pages.push_back(std::move(window));
+      DeviceBuffer<uint8_t> compressed;
+      if (l.compressed_pool >= 0) {
+        compressed.resize(static_cast<size_t>(sizes.compressed_pages.at(static_cast<size_t>(l.compressed_pool))) *
+                          l.compressed_page_bytes);
+        LONGCTX_CUDA_CHECK(cudaMemset(compressed.data(), 0, compressed.bytes()));
+      }
+      compressed_pages.push_back(std::move(compressed));
+    }
+  }
+
+  KvLayerView kv_view(int64_t layer) {
+    return make_kv_layer_view(layout, layer, window_pages[static_cast<size_t>(layer)].data(),
+                              compressed_pages[static_cast<size_t>(layer)].data());
+  }
+
+  // ---- step preparation
+
+  struct ChunkRef {
+    std::span<const int32_t> tokens;
+    int64_t start_pos;
+    const BlockTables* blocks;
+    int64_t num_logits;
+  };
+
+  void prepare(const std::vector<ChunkRef>& chunks) {
+    std::vector<ChunkInfo> infos;
+    std::vector<int32_t> tables, token_list, positions, row_chunk, logit_list;
+    rows = 0;
+    max_position = 0;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const ChunkRef& c = chunks[i];
+      ChunkInfo info;
+      const int64_t size = static_cast<int64_t>(c.tokens.size());
+      info.first_row = static_cast<int32_t>(rows);
+      info.rows = static_cast<int32_t>(size);
+      info.start_pos = static_cast<int32_t>(c.start_pos);
+      info.window_table = static_cast<int32_t>(tables.size());
+      info.window_blocks = static_cast<int32_t>(c.blocks->window.size());
+      tables.insert(tables.end(), c.blocks->window.begin(), c.blocks->window.end());
+      for (size_t pool = 0; pool < c.blocks->compressed.size(); ++pool) {
+        info.compressed_table[pool] = static_cast<int32_t>(tables.size());
+        info.compressed_blocks[pool] = static_cast<int32_t>(c.blocks->compressed[pool].size());
+        tables.insert(tables.end(), c.blocks->compressed[pool].begin(), c.blocks->compressed[pool].end());
+      }
+      infos.push_back(info);
+      token_list.insert(token_list.end(), c.tokens.begin(), c.tokens.end());
+      for (int64_t r = 0; r < size; ++r) {
+        positions.push_back(static_cast<int32_t>(c.start_pos + r));
+        row_chunk.push_back(static_cast<int32_t>(i));
+      }
+      for (int64_t r = size - c.num_logits; r < size; ++r) logit_list.push_back(static_cast<int32_t>(rows + r));
+      rows += size;
+      max_position = std::max(max_position, c.start_pos + size - 1);
+    }
+    logit_count = static_cast<int64_t>(logit_list.size());
+    // One upload: [chunks | tokens | positions | row chunk | logit rows | tables]. For a given
+    // batch shape everything but the tables has a fixed offset, and the tables' offsets are
+    // data (ChunkInfo), so the kernels' pointers stay the same from step to step.
+    static_assert(sizeof(ChunkInfo) % sizeof(int32_t) == 0);
+    const size_t chunk_ints = infos.size() * sizeof(ChunkInfo) / sizeof(int32_t);
+    const size_t tokens_at = chunk_ints;
+    const size_t positions_at = tokens_at + token_list.size();
+    const size_t row_chunk_at = positions_at + positions.size();
+    const size_t logits_at = row_chunk_at + row_chunk.size();
+    const size_t tables_at = logits_at + logit_list.size();
+    for (ChunkInfo& info : infos) {
+      info.window_table += static_cast<int32_t>(tables_at);
+      for (int pool = 0; pool < kMaxCompressedPools; ++pool) info.compressed_table[pool] += static_cast<int32_t>(tables_at);
+    }
+    meta_host.resize(chunk_ints);
+    if (!infos.empty()) std::memcpy(meta_host.data(), infos.data(), infos.size() * sizeof(ChunkInfo));
+    meta_host.insert(meta_host.end(), token_list.begin(), token_list.end());
+    meta_host.insert(meta_host.end(), positions.begin(), positions.end());
+    meta_host.insert(meta_host.end(), row_chunk.begin(), row_chunk.end());
+    meta_host.insert(meta_host.end(), logit_list.begin(), logit_list.end());
+    meta_host.insert(meta_host.end(), tables.begin(), tables.end());
+    if (meta_host.size() > meta.size()) {
+      LONGCTX_CUDA_CHECK(cudaStreamSynchronize(stream));
+      meta.resize(meta_host.size() * 2);  // headroom: tables grow by one page per 256 positions
+      ++epoch;
+    }
+    LONGCTX_CUDA_CHECK(cudaMemcpyAsync(meta.data(), meta_host.data(), meta_host.size() * sizeof(int32_t),
+                                       cudaMemcpyHostToDevice, stream));
+    batch.chunks = reinterpret_cast<const ChunkInfo*>(meta.data());
+    batch.num_chunks = static_cast<int>(infos.size());
+    batch.tables = meta.data();
+    batch.row_pos = meta.data() + positions_at;
+    batch.row_chunk = meta.data() + row_chunk_at;
+    batch.rows = rows;
+    tokens = meta.data() + tokens_at;
+    logit_rows = meta.data() + logits_at;
+    position_cap = (max_position + 1 + kPositionBucket - 1) / kPositionBucket * kPositionBucket;
+
+    const ModelConfig& c = config;
+    const size_t n = static_cast<size_t>(rows);
+    const size_t hidden = static_cast<size_t>(c.hidden_size);
+    const size_t hc = static_cast<size_t>(c.hc_mult);
+    grow(streams, n * hc * hidden);
+    grow(x, n * hc * hidden);  // also holds MTP's normed streams
+    grow(xq, n * std::max({hc * hidden, static_cast<size_t>(c.o_groups * c.o_lora_rank),
+                             static_cast<size_t>(c.q_lora_rank), static_cast<size_t>(c.moe_intermediate_size)}));
+    grow(out, n * hidden);
+    grow(post, n * hc);
+    grow(comb, n * hc * hc);
+    grow(q_lora, n * static_cast<size_t>(c.q_lora_rank));
+    grow(q, n * static_cast<size_t>(c.num_attention_heads * c.head_dim));
+    grow(kv, n * static_cast<size_t>(c.head_dim));
+    grow(attended, n * static_cast<size_t>(c.num_attention_heads * c.head_dim));
+    grow(low_rank, n * static_cast<size_t>(c.o_groups * c.o_lora_rank));
+    grow(comp_kv, n * static_cast<size_t>(2 * c.head_dim));
+    grow(comp_score, n * static_cast<size_t>(2 * c.head_dim));
+    grow(index_q, n * static_cast<size_t>(c.index_n_heads * c.index_head_dim));
+    grow(index_w, n * static_cast<size_t>(c.index_n_heads));
+    grow(index_kv, n * static_cast<size_t>(2 * c.index_head_dim));
+    grow(index_score, n * static_cast<size_t>(2 * c.index_head_dim));
+    grow(selected, n * static_cast<size_t>(c.index_topk));
+    grow(selected_counts, n);
+    const size_t k = static_cast<size_t>(c.num_experts_per_tok);
+    const size_t inter = static_cast<size_t>(c.moe_intermediate_size);
+    const size_t experts = static_cast<size_t>(c.n_routed_experts);
+    grow(router_logits, n * experts);
+    grow(route_experts, n * k);
+    grow(route_weights, n * k);
+    grow(expert_counts, experts);
+    grow(expert_offsets, experts);
+    grow(expert_fill, experts);
+    grow(active_experts, experts);
+    grow(slot_rows, n * k);
+    grow(slot_weights, n * k);
+    grow(entry_slot, n * k);
+    grow(expert_gate, n * k * inter);
+    grow(expert_up, n * k * inter);
+    grow(expert_hidden, n * k * inter);
+    grow(slot_out, n * k * hidden);
+    grow(shared_gate, n * inter);
+    grow(shared_up, n * inter);
+    grow(shared_hidden, n * inter);
+    grow(shared_out, n * hidden);
+    const size_t logit_rows_count = static_cast<size_t>(std::max<int64_t>(logit_count, 1));
+    grow(head_in, logit_rows_count * hidden);
+    grow(logits, logit_rows_count * static_cast<size_t>(c.vocab_size));
+    grow(hidden_out, logit_rows_count * hc * hidden);
+    grow(mtp_e, n * hidden);
+    grow(hc_workspace, hc_workspace_floats(std::max<int64_t>(rows, logit_count), static_cast<int>(hc),
+                                             static_cast<int64_t>(hidden)));
+    grow(mtp_ep, n * hidden);
+    if (layout.compressed_ratios.size() > 0 && layout.compressed_ratios.front() == 4) {
+      const int64_t max_visible = position_cap / 4;
+      grow(scores, static_cast<size_t>(score_slice(max_visible) * max_visible));
+    }
+  }
+
+  // Rows of indexer scores computed per launch: the score matrix stays under 256 MB.
+  int64_t score_slice(int64_t max_visible) const {
+    return std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t{64} << 20) / max_visible));
+  }
+
+  // ---- building blocks
+
+  // y = x W^T over `count` rows; x is fp8-simulated first when the weight asks (x_quantized, when
+  // given, already holds that).
+  void project(const DeviceLinear& w, const float* x_in, int64_t count, float* y,
+               const float* x_quantized = nullptr) {
+    const float* input = x_in;
+    if (w.quantize_activations) {
+      if (x_quantized == nullptr) {
+        fp8_simulate_rows(x_in, count, w.view.in, w.view.in, xq.data(), w.view.in, stream);
+        x_quantized = xq.data();
+      }
+      input = x_quantized;
+    }
+    linear(w.view, input, w.view.in, count, y, w.view.out, 0, workspace, stream);
+  }
+
+  const float* quantized_copy(const float* x_in, int64_t count, int64_t cols) {
+    fp8_simulate_rows(x_in, count, cols, cols, xq.data(), cols, stream);
+    return xq.data();
+  }
+
+  void attention(const DeviceBlock& b, float* x_in, float* result) {
+    const ModelConfig& c = config;
+    const BlockWeights& host = *b.host;
+    const KvLayerView view = kv_view(host.layer);
+    const float* inv_freq = host.ratio == 0 ? window_inv_freq.data() : compressed_inv_freq.data();
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    const int heads = static_cast<int>(c.num_attention_heads);
+    const int d = static_cast<int>(c.head_dim);
+    const int rd = static_cast<int>(c.qk_rope_head_dim);
+    const bool any_quantized = b.wq_a.quantize_activations || b.wkv.quantize_activations;
+    const float* xq_in = any_quantized ? quantized_copy(x_in, rows, c.hidden_size) : nullptr;
+
+    project(b.wq_a, x_in, rows, q_lora.data(), xq_in);
+    project(b.wkv, x_in, rows, kv.data(), xq_in);
+    if (b.compressor) {
+      project(b.compressor->wkv, x_in, rows, comp_kv.data(), xq_in);
+      project(b.compressor->wgate, x_in, rows, comp_score.data(), xq_in);
+    }
+    if (b.index_wq_b) {
+      project(*b.index_weights_proj, x_in, rows, index_w.data(), xq_in);
+      project(b.index_compressor->wkv, x_in, rows, index_kv.data(), xq_in);
+      project(b.index_compressor->wgate, x_in, rows, index_score.data(), xq_in);
+    }
+    rms_norm_rows(q_lora.data(), rows, c.q_lora_rank, c.q_lora_rank, b.q_norm.data(), eps, q_lora.data(), stream);
+    project(b.wq_b, q_lora.data(), rows, q.data());
+    q_norm_rope(q.data(), rows, heads, d, rd, batch.row_pos, inv_freq, eps, stream);
+    kv_norm_rope_quant(kv.data(), rows, d, rd, b.kv_norm.data(), batch.row_pos, inv_freq, eps, view.kv_dtype, stream);
+    if (b.index_wq_b) {
+      project(*b.index_wq_b, q_lora.data(), rows, index_q.data());
+      const float weight_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.index_head_dim)) /
+                                                    std::sqrt(static_cast<double>(c.index_n_heads)));
+      indexer_q_prepare(index_q.data(), index_w.data(), rows, static_cast<int>(c.index_n_heads),
+                        static_cast<int>(c.index_head_dim), rd, batch.row_pos, inv_freq, weight_scale, stream);
+    }
+    if (b.compressor) {
+      const CompressorView* index_view = b.index_compressor ? &b.index_compressor->view : nullptr;
+      run_compressors(view, batch, b.compressor->view, comp_kv.data(), comp_score.data(), index_view,
+                      index_kv.data(), index_score.data(), inv_freq, eps, stream);
+    }
+    const int32_t* selection = nullptr;
+    if (b.index_wq_b) {
+      const int64_t max_visible = position_cap / host.ratio;
+      if (max_visible > 0) {
+        const int64_t slice = score_slice(max_visible);
+        for (int64_t begin = 0; begin < rows; begin += slice) {
+          const int64_t count = std::min(slice, rows - begin);
+          indexer_scores(view, batch, begin, count, index_q.data(), index_w.data(), static_cast<int>(c.index_n_heads),
+                         static_cast<int>(c.index_head_dim), scores.data(), max_visible, max_visible, stream);
+          topk_rows(scores.data(), max_visible, batch.row_pos, begin, count, host.ratio, static_cast<int>(c.index_topk),
+                    selected.data() + begin * c.index_topk, selected_counts.data() + begin, stream);
+        }
+      } else {
+        LONGCTX_CUDA_CHECK(cudaMemsetAsync(selected_counts.data(), 0, static_cast<size_t>(rows) * sizeof(int32_t), stream));
+      }
+      selection = selected.data();
+    }
+    // The most keys any row sees: its window plus its compressed entries.
+    const int64_t positions = position_cap;
+    int64_t max_keys = std::min<int64_t>(c.sliding_window, positions);
+    if (host.ratio > 0) {
+      max_keys += b.index_wq_b ? std::min<int64_t>(c.index_topk, positions / host.ratio) : positions / host.ratio;
+    }
+    sparse_attention(view, batch, q.data(), kv.data(), b.attn_sink.data(), selection, selected_counts.data(),
+                     static_cast<int>(c.index_topk), heads, static_cast<int>(c.sliding_window), max_keys, inv_freq,
+                     attended.data(), attention_workspace.data(), attention_workspace.size(), stream);
+    write_window(view, batch, kv.data(), stream);
+    linear(b.wo_a.view, attended.data(), heads * d, rows, low_rank.data(), b.wo_a.view.out,
+           b.wo_a.view.out / c.o_groups, workspace, stream);
+    project(b.wo_b, low_rank.data(), rows, result);
+  }
+
+  void moe(const DeviceBlock& b, const float* x_in, float* result) {
+    const ModelConfig& c = config;
+    const int k = static_cast<int>(c.num_experts_per_tok);
+    const int experts = static_cast<int>(c.n_routed_experts);
+    const int64_t inter = c.moe_intermediate_size;
+    const int64_t hidden = c.hidden_size;
+    const float limit = static_cast<float>(c.swiglu_limit);
+    project(b.gate, x_in, rows, router_logits.data());
+    const bool normalize = c.scoring_func != ScoringFunc::kSoftmax && c.norm_topk_prob;
+    const int scoring = c.scoring_func == ScoringFunc::kSoftmax ? kScoreSoftmax
+                        : c.scoring_func == ScoringFunc::kSigmoid ? kScoreSigmoid
+                                                                  : kScoreSqrtSoftplus;
+    moe_route(router_logits.data(), b.gate_bias.size() > 0 ? b.gate_bias.data() : nullptr,
+              b.tid2eid.size() > 0 ? b.tid2eid.data() : nullptr, tokens, rows, experts, k, scoring, normalize,
+              static_cast<float>(c.routed_scaling_factor), route_experts.data(), route_weights.data(), stream);
+    moe_permute(route_experts.data(), route_weights.data(), rows, k, experts, expert_counts.data(),
+                expert_offsets.data(), expert_fill.data(), slot_rows.data(), slot_weights.data(), entry_slot.data(),
+                active_experts.data(), stream);
+    const bool quantize = b.experts.w1.quantize_activations || (b.shared && b.shared->w1.quantize_activations);
+    const float* xq_in = quantize ? quantized_copy(x_in, rows, hidden) : nullptr;
+    const float* expert_in = b.experts.w1.quantize_activations ? xq_in : x_in;
+    const int64_t slots = rows * k;
+    grouped_linear(b.experts.w1.view, experts, expert_offsets.data(), expert_counts.data(), slots, expert_in, hidden,
+                   slot_rows.data(), expert_gate.data(), inter, workspace, stream, active_experts.data());
+    grouped_linear(b.experts.w3.view, experts, expert_offsets.data(), expert_counts.data(), slots, expert_in, hidden,
+                   slot_rows.data(), expert_up.data(), inter, workspace, stream, active_experts.data());
+    swiglu(expert_gate.data(), expert_up.data(), slots, inter, slot_weights.data(), limit, expert_hidden.data(), stream);
+    if (b.experts.w2.quantize_activations) {
+      fp8_simulate_rows(expert_hidden.data(), slots, inter, inter, expert_hidden.data(), inter, stream);
+    }
+    grouped_linear(b.experts.w2.view, experts, expert_offsets.data(), expert_counts.data(), slots,
+                   expert_hidden.data(), inter, nullptr, slot_out.data(), hidden, workspace, stream,
+                   active_experts.data());
+    const float* shared_result = nullptr;
+    if (b.shared) {
+      project(b.shared->w1, x_in, rows, shared_gate.data(), xq_in);
+      project(b.shared->w3, x_in, rows, shared_up.data(), xq_in);
+      swiglu(shared_gate.data(), shared_up.data(), rows, inter, nullptr, limit, shared_hidden.data(), stream);
+      project(b.shared->w2, shared_hidden.data(), rows, shared_out.data());
+      shared_result = shared_out.data();
+    }
+    moe_combine(slot_out.data(), entry_slot.data(), route_experts.data(), rows, k, hidden, shared_result, result, stream);
+  }
+
+  void run_block(const DeviceBlock& b) {
+    const ModelConfig& c = config;
+    const int hc = static_cast<int>(c.hc_mult);
+    const int iterations = static_cast<int>(c.hc_sinkhorn_iters);
+    const float hc_eps = static_cast<float>(c.hc_eps);
+    const float eps = static_cast<float>(c.rms_norm_eps);
+    hc_pre(b.hc_attn.view(), streams.data(), rows, hc, c.hidden_size, iterations, hc_eps, eps, b.attn_norm.data(),
+           x.data(), post.data(), comb.data(), hc_workspace.data(), stream);
+    attention(b, x.data(), out.data());
+    hc_post(out.data(), post.data(), comb.data(), rows, hc, c.hidden_size, streams.data(), stream);
+    hc_pre(b.hc_ffn.view(), streams.data(), rows, hc, c.hidden_size, iterations, hc_eps, eps, b.ffn_norm.data(),
+           x.data(), post.data(), comb.data(), hc_workspace.data(), stream);
+    moe(b, x.data(), out.data());
+    hc_post(out.data(), post.data(), comb.data(), rows, hc, c.hidden_size, streams.data(), stream);
+  }
+
+  // The logits (and hidden streams) of the logit rows, left in device buffers.
+  void compute_logits(const DeviceHc& head_hc, const DeviceBuffer<float>& head_norm, bool return_hidden) {
+    const ModelConfig& c = config;
+    if (logit_count == 0) return;
+    hc_head(head_hc.view(), streams.data(), logit_rows, logit_count, static_cast<int>(c.hc_mult), c.hidden_size,
+            static_cast<float>(c.hc_eps), static_cast<float>(c.rms_norm_eps), head_norm.data(), head_in.data(),
+            hc_workspace.data(), stream);
+    project(head, head_in.data(), logit_count, logits.data());
+    if (return_hidden) {
+      gather_rows(streams.data(), logit_rows, logit_count, c.hc_mult * c.hidden_size, hidden_out.data(), stream);
+    }
+  }
+
+  void download(ForwardOutput* output, bool return_hidden) {
+    const ModelConfig& c = config;
+    output->rows = logit_count;
+    output->logits.resize(static_cast<size_t>(logit_count * c.vocab_size));
+    output->hidden.clear();
+    if (logit_count > 0) {
+      LONGCTX_CUDA_CHECK(cudaMemcpyAsync(output->logits.data(), logits.data(), output->logits.size() * sizeof(float),
+                                         cudaMemcpyDeviceToHost, stream));
+      if (return_hidden) {
+        output->hidden.resize(static_cast<size_t>(logit_count * c.hc_mult * c.hidden_size));
+        LONGCTX_CUDA_CHECK(cudaMemcpyAsync(output->hidden.data(), hidden_out.data(),
+                                           output->hidden.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
+      }
+    }
+    LONGCTX_CUDA_CHECK(cudaStreamSynchronize(stream));
+  }
+
+  // Everything of a main-model step after the inputs are on the device.
+  void compute(bool return_hidden) {
+    if (rows > 0) {
+      embedding(reinterpret_cast<const uint16_t*>(embed.data()), config.hidden_size, tokens, rows,
+                static_cast<int>(config.hc_mult), streams.data(), stream);
+      for (const DeviceBlock& b : blocks) run_block(b);
+    }
+    compute_logits(final_hc, norm, return_hidden);
+  }
+
+  // Decode steps: the first step of a shape runs eagerly, the second captures a graph, later
+  // ones replay it (after prepare() uploaded the step's inputs to the same addresses).
+  void compute_decode(bool return_hidden) {
+    if (epoch != graphs_epoch) {
+      drop_graphs();
+      graphs_epoch = epoch;
+    }
+    const GraphKey key{rows, return_hidden, position_cap, epoch};
+    auto found = graphs.find(key);
+    if (found == graphs.end()) {
+      if (seen_once.insert(key).second) {
+        compute(return_hidden);
+        return;
+      }
+      cudaGraph_t graph = nullptr;
+      LONGCTX_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+      try {
+        compute(return_hidden);
+      } catch (...) {
+        cudaStreamEndCapture(stream, &graph);
+        if (graph != nullptr) cudaGraphDestroy(graph);
+        throw;
+      }
+      LONGCTX_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+      cudaGraphDestroy(graph);
+      LONGCTX_CUDA_CHECK(status);
+      found = graphs.emplace(key, exec).first;
+    }
+    LONGCTX_CUDA_CHECK(cudaGraphLaunch(found->second, stream));
+  }
+
+  void forward(const ForwardBatch& fb, ForwardOutput* output) {
+    std::vector<ChunkRef> chunks;
+    std::set<const BlockTables*> seen;
+    bool decode = !fb.chunks.empty();
+    for (size_t i = 0; i < fb.chunks.size(); ++i) {
+      const SequenceChunk& chunk = fb.chunks[i];
+      validate_chunk(config, layout, chunk.tokens, chunk.start_pos, chunk.blocks, chunk.num_logits, i);
+      if (!seen.insert(chunk.blocks).second) fail("chunk ", i, ": a sequence appears twice in one batch");
+      chunks.push_back({chunk.tokens, chunk.start_pos, chunk.blocks, chunk.num_logits});
+      decode = decode && chunk.tokens.size() == 1 && chunk.num_logits == 1;
+    }
+    prepare(chunks);
+    if (decode && use_graphs) {
+      compute_decode(fb.return_hidden);
+    } else {
+      compute(fb.return_hidden);
+    }
+    download(output, fb.return_hidden);
+  }
+
+  void forward_mtp(std::span<const MtpChunk> mtp_chunks, int64_t mtp_index, ForwardOutput* output) {
+    const ModelConfig& c = config;
+    if (mtp_index < 0 || mtp_index >= static_cast<int64_t>(mtp.size())) {
+      fail("MTP block ", mtp_index, " does not exist (the model has ", mtp.size(), ")");
+    }
+    const DeviceMtp& m = mtp[static_cast<size_t>(mtp_index)];
+    const int64_t hidden = c.hidden_size;
+    const int64_t hc = c.hc_mult;
+    std::vector<ChunkRef> chunks;
+    std::vector<float> hidden_host;
+    for (size_t i = 0; i < mtp_chunks.size(); ++i) {
+      const MtpChunk& chunk = mtp_chunks[i];
+      validate_chunk(c, layout, chunk.next_tokens, chunk.start_pos, chunk.blocks, chunk.num_logits, i);
+      const int64_t size = static_cast<int64_t>(chunk.next_tokens.size());
+      if (static_cast<int64_t>(chunk.hidden.size()) != size * hc * hidden) {
+        fail("MTP chunk ", i, ": hidden has ", chunk.hidden.size(), " values, expected ", size * hc * hidden);
+      }
+      chunks.push_back({chunk.next_tokens, chunk.start_pos, chunk.blocks, chunk.num_logits});
+      hidden_host.insert(hidden_host.end(), chunk.hidden.begin(), chunk.hidden.end());
+    }
+    prepare(chunks);
+    if (rows > 0) {
+      const float eps = static_cast<float>(c.rms_norm_eps);
+      // x_j = e_proj(RMSNorm_e(embed(next token))) + h_proj(RMSNorm_h(stream_j)).
+      embedding(reinterpret_cast<const uint16_t*>(embed.data()), hidden, tokens, rows, 1, mtp_e.data(), stream);
+      rms_norm_rows(mtp_e.data(), rows, hidden, hidden, m.enorm.data(), eps, mtp_e.data(), stream);
+      LONGCTX_CUDA_CHECK(cudaMemcpyAsync(x.data(), hidden_host.data(), hidden_host.size() * sizeof(float),
+                                         cudaMemcpyHostToDevice, stream));
+      rms_norm_rows(x.data(), rows * hc, hidden, hidden, m.hnorm.data(), eps, x.data(), stream);
+      project(m.e_proj, mtp_e.data(), rows, mtp_ep.data());
+      project(m.h_proj, x.data(), rows * hc, streams.data());
+      add_projected_streams(mtp_ep.data(), streams.data(), rows, static_cast<int>(hc), hidden, streams.data(), stream);
+      run_block(m.block);
+    }
+    compute_logits(m.hc_head, m.norm, false);
+    download(output, false);
+  }
+};
+
+CudaBackend::CudaBackend(const ModelWeights& weights, const KvLayout& layout, const KvPoolSizes& sizes,
+                         int device)
+    : impl_(std::make_unique<Impl>(weights, layout, sizes, device)) {}
+
+CudaBackend::~CudaBackend() = default;
+
+const KvLayout& CudaBackend::kv_layout() const { return impl_->layout; }
+
+void CudaBackend::forward(const ForwardBatch& batch, ForwardOutput* output) { impl_->forward(batch, output); }
+
+void CudaBackend::forward_mtp(std::span<const MtpChunk> chunks, int64_t mtp_index, ForwardOutput* output) {
+  impl_->forward_mtp(chunks, mtp_index, output);
+}
+
+size_t CudaBackend::weight_bytes() const {
+  size_t total = impl_->embed.bytes() + device_bytes(impl_->head);
+  auto block_bytes = [](const DeviceBlock& b) {
+    size_t t = device_bytes(b.wq_a) + device_bytes(b.wq_b) + device_bytes(b.wkv) + device_bytes(b.wo_a) +
+               device_bytes(b.wo_b) + device_bytes(b.gate) + device_bytes(b.experts.w1) +
+               device_bytes(b.experts.w2) + device_bytes(b.experts.w3);
+    if (b.compressor) t += device_bytes(b.compressor->wkv) + device_bytes(b.compressor->wgate);
+    if (b.index_wq_b) {
+      t += device_bytes(*b.index_wq_b) + device_bytes(*b.index_weights_proj) +
+           device_bytes(b.index_compressor->wkv) + device_bytes(b.index_compressor->wgate);
+    }
+    if (b.shared) t += device_bytes(b.shared->w1) + device_bytes(b.shared->w2) + device_bytes(b.shared->w3);
+    return t;
+  };
+  for (const DeviceBlock& b : impl_->blocks) total += block_bytes(b);
+  for (const DeviceMtp& m : impl_->mtp) total += block_bytes(m.block) + device_bytes(m.e_proj) + device_bytes(m.h_proj);
+  return total;
+}
+
+size_t CudaBackend::kv_bytes() const {
+  size_t total = 0;
+  for (const auto& b : impl_->window_pages) total += b.bytes();
+  for (const auto& b : impl_->compressed_pages) total += b.bytes();
+  return total;
+}
+
+}  // namespace longctx

@@ -1,0 +1,260 @@
+// Hyper-connections, fused per token (one block per token).
+//
+// Layout: streams fp32 [rows, hc, hidden]; fn fp32 [mix, hc * hidden] with mix = (2 + hc) hc
+// (sublayers) or hc (head); base [mix]; scale [3] or [1]. Outputs: y [rows, hidden] (already
+// RMS-normed with the sublayer's norm weight), post [rows, hc], comb [rows, hc, hc] (row j =
+// source stream, column k = destination).
+// hc_pre runs in two launches: (rows x slices) blocks compute partial mix dot products and the
+// sum of squares over slices of 1024 flat elements (so one token spreads over many SMs: the
+// fn matrix is 1.5 MB at Flash sizes), then one block per token adds the slices in order,
+// runs (one thread) the sigmoid/softmax split and the Sinkhorn iterations, the pre-weighted
+// stream sum and the RMSNorm that follows it. hc_head likewise. hc_post is elementwise.
+#include "cuda/cuda_check.h"
+#include "cuda/device_common.cuh"
+#include "longctx/error.h"
+
+namespace longctx::cuda {
+namespace {
+
+constexpr int kMaxHc = 4;
+constexpr int kMaxMix = (2 + kMaxHc) * kMaxHc;
+constexpr int kThreads = 256;
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+__device__ __forceinline__ float mul_add(float a, float b, float c) { return __fadd_rn(__fmul_rn(a, b), c); }
+
+constexpr int kSlice = 1024;
+constexpr int kSums = kMaxMix + 1;  // mixes, then the sum of squares at kMaxMix
+
+int slices_of(int64_t n) { return static_cast<int>((n + kSlice - 1) / kSlice); }
+
+// Partial dot products of every mix row with one slice of a token's flat streams, and the
+// slice's sum of squares: partial[(r * slices + s) * kSums + m]. Fixed order: strided per
+// thread, lanes, warps.
+__global__ void __launch_bounds__(kThreads) hc_mix_partial_kernel(const float* fn, const float* streams,
+                                                                  const int32_t* row_index, int64_t n,
+                                                                  int mix, float* partial) {
+  __shared__ float warp_sums[kThreads / 32][kSums];
+  const int64_t r = blockIdx.x;
+  const float* flat = streams + (row_index != nullptr ? static_cast<int64_t>(row_index[r]) : r) * n;
+  const int64_t begin = static_cast<int64_t>(blockIdx.y) * kSlice;
+  const int64_t end = min(n, begin + kSlice);
+  float acc[kSums];
+#pragma unroll
+  for (int m = 0; m < kSums; ++m) acc[m] = 0.0f;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+    const float v = flat[i];
+    acc[kMaxMix] = fmaf(v, v, acc[kMaxMix]);
+#pragma unroll
+    for (int m = 0; m < kMaxMix; ++m) {
+      if (m < mix) acc[m] = fmaf(__ldg(fn + m * n + i), v, acc[m]);
+    }
+  }
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int m = 0; m < kSums; ++m) {
+    const float total = warp_sum(acc[m]);
+    if (lane == 0) warp_sums[warp][m] = total;
+  }
+  __syncthreads();
+  if (threadIdx.x < kSums) {
+    float total = 0.0f;
+    for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w][threadIdx.x];
+    partial[(r * gridDim.y + blockIdx.y) * kSums + threadIdx.x] = total;
+  }
+}
+
+// sums[m] = the slices' partials added in slice order (all kSums values).
+__device__ void add_slices(const float* partial, int64_t r, int slices, float* sums) {
+  if (threadIdx.x < kSums) {
+    float total = 0.0f;
+    for (int s = 0; s < slices; ++s) total += partial[(r * slices + s) * kSums + threadIdx.x];
+    sums[threadIdx.x] = total;
+  }
+  __syncthreads();
+}
+
+// src/cpu/cpu_ops.cpp hc_split_sinkhorn, one thread.
+__device__ void split_sinkhorn(const float* mixes, const float* scale, const float* base, int n,
+                               int iterations, float eps, float* pre, float* post, float* comb) {
+  for (int j = 0; j < n; ++j) {
+    pre[j] = sigmoid(mul_add(mixes[j], scale[0], base[j])) + eps;
+    post[j] = 2.0f * sigmoid(mul_add(mixes[n + j], scale[1], base[n + j]));
+  }
+  for (int j = 0; j < n; ++j) {
+    for (int k = 0; k < n; ++k) comb[j * n + k] = mul_add(mixes[2 * n + j * n + k], scale[2], base[2 * n + j * n + k]);
+  }
+  float sums[kMaxHc];
+  for (int iteration = 0; iteration < iterations; ++iteration) {
+    for (int j = 0; j < n; ++j) {
+      float* row = comb + j * n;
+      if (iteration == 0) {
+        float row_max = row[0];
+        for (int k = 1; k < n; ++k) row_max = fmaxf(row_max, row[k]);
+        float total = 0.0f;
+        for (int k = 0; k < n; ++k) total += (row[k] = expf(row[k] - row_max));
+        for (int k = 0; k < n; ++k) row[k] = row[k] / total + eps;
+      } else {
+        float total = 0.0f;
+        for (int k = 0; k < n; ++k) total += row[k];
+        for (int k = 0; k < n; ++k) row[k] /= total + eps;
+      }
+    }
+    for (int k = 0; k < n; ++k) {
+      float total = 0.0f;
+      for (int j = 0; j < n; ++j) total += comb[j * n + k];
+      sums[k] = total;
+    }
+    for (int j = 0; j < n; ++j) {
+      for (int k = 0; k < n; ++k) comb[j * n + k] /= sums[k] + eps;
+    }
+  }
+}
+
+// y = RMSNorm(sum_j weights[j] stream_j) * norm_weight, the pre-norm sum staged in shared memory.
+__device__ void weighted_sum_norm(const float* flat, const float* weights, int hc, int64_t hidden,
+                                  float norm_eps, const float* norm_weight, float* staged, float* y) {
+  __shared__ float scratch[33];
+  float square = 0.0f;
+  for (int64_t i = threadIdx.x; i < hidden; i += kThreads) {
+    float total = 0.0f;
+    for (int j = 0; j < hc; ++j) total = mul_add(weights[j], flat[j * hidden + i], total);
+    staged[i] = total;
+    square = fmaf(total, total, square);
+  }
+  const float mean_square = block_sum(square, scratch) / static_cast<float>(hidden);
+  const float inverse = 1.0f / sqrtf(mean_square + norm_eps);
+  for (int64_t i = threadIdx.x; i < hidden; i += kThreads) {
+    const float normalized = staged[i] * inverse;
+    y[i] = norm_weight != nullptr ? norm_weight[i] * normalized : normalized;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) hc_pre_kernel(HyperConnectionView w, const float* streams,
+                                                          int hc, int64_t hidden, int iterations,
+                                                          float hc_eps, float norm_eps,
+                                                          const float* norm_weight, const float* partial,
+                                                          int slices, float* y, float* post, float* comb) {
+  extern __shared__ float staged[];
+  __shared__ float sums[kSums];
+  __shared__ float pre[kMaxHc];
+  const int64_t r = blockIdx.x;
+  const int64_t n = hc * hidden;
+  const int mix = (2 + hc) * hc;
+  const float* flat = streams + r * n;
+  add_slices(partial, r, slices, sums);
+  if (threadIdx.x == 0) {
+    const float inverse_rms = 1.0f / sqrtf(sums[kMaxMix] / static_cast<float>(n) + norm_eps);
+    float mixes[kMaxMix];
+    for (int m = 0; m < mix; ++m) mixes[m] = sums[m] * inverse_rms;
+    float local_post[kMaxHc];
+    float local_comb[kMaxHc * kMaxHc];
+    split_sinkhorn(mixes, w.scale, w.base, hc, iterations, hc_eps, pre, local_post, local_comb);
+    for (int j = 0; j < hc; ++j) post[r * hc + j] = local_post[j];
+    for (int j = 0; j < hc * hc; ++j) comb[r * hc * hc + j] = local_comb[j];
+  }
+  __syncthreads();
+  weighted_sum_norm(flat, pre, hc, hidden, norm_eps, norm_weight, staged, y + r * hidden);
+}
+
+__global__ void hc_post_kernel(const float* out, const float* post, const float* comb, int64_t rows,
+                               int hc, int64_t hidden, float* streams) {
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (index >= rows * hidden) return;
+  const int64_t r = index / hidden;
+  const int64_t i = index % hidden;
+  float* token = streams + r * hc * hidden;
+  float old[kMaxHc];
+  for (int j = 0; j < hc; ++j) old[j] = token[j * hidden + i];
+  const float o = out[index];
+  const float* c = comb + r * hc * hc;
+  for (int k = 0; k < hc; ++k) {
+    float mixed = 0.0f;
+    for (int j = 0; j < hc; ++j) mixed = mul_add(c[j * hc + k], old[j], mixed);
+    token[k * hidden + i] = mul_add(post[r * hc + k], o, mixed);
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) hc_head_kernel(HyperConnectionView w, const float* streams,
+                                                           const int32_t* row_index, int hc,
+                                                           int64_t hidden, float hc_eps, float norm_eps,
+                                                           const float* norm_weight, const float* partial,
+                                                           int slices, float* y) {
+  extern __shared__ float staged[];
+  __shared__ float sums[kSums];
+  __shared__ float pre[kMaxHc];
+  const int64_t n = hc * hidden;
+  const float* flat = streams + static_cast<int64_t>(row_index[blockIdx.x]) * n;
+  add_slices(partial, blockIdx.x, slices, sums);
+  if (threadIdx.x == 0) {
+    const float inverse_rms = 1.0f / sqrtf(sums[kMaxMix] / static_cast<float>(n) + norm_eps);
+    for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mul_add(sums[j] * inverse_rms, w.scale[0], w.base[j])) + hc_eps;
+  }
+  __syncthreads();
+  weighted_sum_norm(flat, pre, hc, hidden, norm_eps, norm_weight, staged, y + blockIdx.x * hidden);
+}
+
+void check_sizes(int hc, int64_t hidden) {
+  if (hc < 1 || hc > kMaxHc) fail("CUDA hyper-connections support hc_mult up to ", kMaxHc, ", got ", hc);
+  if (hidden * 4 > 200 * 1024) fail("CUDA hyper-connections: hidden size ", hidden, " too large");
+}
+
+// Raises a kernel's dynamic shared memory limit once per size (`allowed` is per kernel).
+void allow_shared(const void* kernel, int64_t bytes, int64_t& allowed) {
+  if (bytes > allowed) {
+    LONGCTX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
+    allowed = bytes;
+  }
+}
+
+int64_t g_pre_shared = 48 * 1024;
+int64_t g_head_shared = 48 * 1024;
+
+}  // namespace
+
+size_t hc_workspace_floats(int64_t rows, int hc, int64_t hidden) {
+  return static_cast<size_t>(rows) * static_cast<size_t>(slices_of(hc * hidden)) * kSums;
+}
+
+void hc_pre(const HyperConnectionView& w, const float* streams, int64_t rows, int hc,
+            int64_t hidden, int iterations, float hc_eps, float norm_eps, const float* norm_weight,
+            float* y, float* post, float* comb, float* workspace, cudaStream_t stream) {
+  if (rows <= 0) return;
+  check_sizes(hc, hidden);
+  const int slices = slices_of(hc * hidden);
+  hc_mix_partial_kernel<<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(slices)), kThreads, 0, stream>>>(
+      w.fn, streams, nullptr, hc * hidden, (2 + hc) * hc, workspace);
+  LONGCTX_CUDA_CHECK_LAUNCH();
+  const int64_t shared = hidden * static_cast<int64_t>(sizeof(float));
+  allow_shared(reinterpret_cast<const void*>(hc_pre_kernel), shared, g_pre_shared);
+  hc_pre_kernel<<<static_cast<unsigned>(rows), kThreads, shared, stream>>>(
+      w, streams, hc, hidden, iterations, hc_eps, norm_eps, norm_weight, workspace, slices, y, post, comb);
+  LONGCTX_CUDA_CHECK_LAUNCH();
+}
+
+void hc_post(const float* out, const float* post, const float* comb, int64_t rows, int hc,
+             int64_t hidden, float* streams, cudaStream_t stream) {
+  if (rows <= 0) return;
+  check_sizes(hc, hidden);
+  hc_post_kernel<<<ceil_div_u(rows * hidden, 256), 256, 0, stream>>>(out, post, comb, rows, hc, hidden, streams);
+  LONGCTX_CUDA_CHECK_LAUNCH();
+}
+
+void hc_head(const HyperConnectionView& w, const float* streams, const int32_t* row_index,
+             int64_t count, int hc, int64_t hidden, float hc_eps, float norm_eps,
+             const float* norm_weight, float* y, float* workspace, cudaStream_t stream) {
+  if (count <= 0) return;
+  check_sizes(hc, hidden);
+  const int slices = slices_of(hc * hidden);
+  hc_mix_partial_kernel<<<dim3(static_cast<unsigned>(count), static_cast<unsigned>(slices)), kThreads, 0, stream>>>(
+      w.fn, streams, row_index, hc * hidden, hc, workspace);
+  LONGCTX_CUDA_CHECK_LAUNCH();
+  const int64_t shared = hidden * static_cast<int64_t>(sizeof(float));
+  allow_shared(reinterpret_cast<const void*>(hc_head_kernel), shared, g_head_shared);
+  hc_head_kernel<<<static_cast<unsigned>(count), kThreads, shared, stream>>>(
+      w, streams, row_index, hc, hidden, hc_eps, norm_eps, norm_weight, workspace, slices, y);
+  LONGCTX_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace longctx::cuda
