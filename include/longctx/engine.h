@@ -116,6 +116,10 @@ struct EngineOptions {
   bool enable_chunked_prefill = true;
   bool batch_invariant = false;          // results independent of batch composition
   uint64_t seed = 0;                     // seeds requests that bring none
+  // MTP speculative decoding: draft tokens per step from the model's MTP block (0 = off; 1
+  // with the released models). A draft is kept only when the target model samples the same
+  // token, so the output equals plain decoding.
+  int64_t num_speculative_tokens = 0;
 };
 
 // Counters and histograms exported by the server's /metrics.
@@ -135,6 +139,8 @@ struct EngineMetrics {
   int64_t prefix_cache_hits = 0;        // of those, served from the cache
   int64_t prompt_tokens_total = 0;
   int64_t generation_tokens_total = 0;
+  int64_t spec_decode_draft_tokens_total = 0;     // MTP drafts verified
+  int64_t spec_decode_accepted_tokens_total = 0;  // of those, kept
   std::map<std::string, int64_t> requests_finished_total;  // by finish reason
   Histogram time_to_first_token_seconds;
   Histogram time_per_output_token_seconds;

@@ -13,6 +13,7 @@
 
 #include "kv/block_tables.h"
 #include "kv/kv_layout.h"
+#include "longctx/error.h"
 #include "longctx/model_config.h"
 
 namespace longctx {
@@ -22,6 +23,10 @@ struct SequenceChunk {
   int64_t start_pos = 0;
   const BlockTables* blocks = nullptr;
   int64_t num_logits = 1;  // logits for this many trailing positions (0..tokens.size())
+  // Speculative positions: when set, the compressor state of every compressed layer after each
+  // position of the chunk is copied here, [size][state_snapshot_floats()], so that the state
+  // after an accepted prefix can be restored with restore_state().
+  float* state_snapshots = nullptr;
 };
 
 struct ForwardBatch {
@@ -57,6 +62,18 @@ class Backend {
   // Runs MTP block `mtp_index` over the chunks.
   virtual void forward_mtp(std::span<const MtpChunk> chunks, int64_t mtp_index,
                            ForwardOutput* output) = 0;
+
+  // Speculative decoding support: rolling a sequence back to an accepted prefix. Raw KV and
+  // compressed entries written for rejected positions are simply overwritten later; only the
+  // streaming compressor state needs restoring.
+  virtual bool supports_state_snapshots() const { return false; }
+  // Floats of one position's snapshot (all compressed layers).
+  virtual size_t state_snapshot_floats() const { return 0; }
+  // Makes the sequence's state that after position `position`, from the snapshot taken then.
+  virtual void restore_state(const BlockTables& /*blocks*/, int64_t /*position*/,
+                             const float* /*snapshot*/) {
+    fail(name(), " backend cannot roll back speculative positions");
+  }
 };
 
 }  // namespace longctx

@@ -69,7 +69,25 @@ CpuBackend::CpuBackend(const ModelWeights& weights, const KvLayout& layout, cons
     : weights_(weights),
       storage_(layout, sizes),
       window_rope_(RopeTable::for_layer(weights.config, 0)),
-      compressed_rope_(RopeTable::for_layer(weights.config, 4)) {}
+      compressed_rope_(RopeTable::for_layer(weights.config, 4)) {
+  for (const LayerKvLayout& layer : layout.layers) {
+    snapshot_offset_.push_back(snapshot_floats_);
+    snapshot_floats_ += layer.state_floats;
+  }
+}
+
+void CpuBackend::restore_state(const BlockTables& blocks, int64_t position, const float* snapshot) {
+  const int64_t block = position / kKvBlockSize;
+  if (block >= static_cast<int64_t>(blocks.window.size()) || blocks.window[static_cast<size_t>(block)] == kNoPage) {
+    fail("restore_state: no window page for position ", position);
+  }
+  for (const LayerKvLayout& layer : storage_.layout().layers) {
+    if (layer.state_floats == 0) continue;
+    float* state = reinterpret_cast<float*>(storage_.window_page(layer.layer, blocks.window[static_cast<size_t>(block)]) +
+                                            layer.state_offset);
+    std::copy_n(snapshot + snapshot_offset_[static_cast<size_t>(layer.layer)], layer.state_floats, state);
+  }
+}
 
 void CpuBackend::run_block(const BlockWeights& block, const Rows& rows, float* streams) {
   const ModelConfig& c = weights_.config;
@@ -84,9 +102,11 @@ void CpuBackend::run_block(const BlockWeights& block, const Rows& rows, float* s
 
   cpu::hc_pre(block.hc_attn, c, streams, n, x.data(), post.data(), comb.data());
   for (int64_t r = 0; r < n; ++r) cpu::rms_norm(&x[static_cast<size_t>(r * hidden)], block.attn_norm.data(), static_cast<size_t>(hidden), eps, &x[static_cast<size_t>(r * hidden)]);
-  const cpu::LayerContext context(c, block.attn, storage_.layout().layers[static_cast<size_t>(block.layer)],
-                                  block.ratio == 0 ? window_rope_ : compressed_rope_, storage_,
-                                  storage_.layout().options);
+  cpu::LayerContext context(c, block.attn, storage_.layout().layers[static_cast<size_t>(block.layer)],
+                            block.ratio == 0 ? window_rope_ : compressed_rope_, storage_,
+                            storage_.layout().options);
+  context.snapshot_offset = snapshot_offset_[static_cast<size_t>(block.layer)];
+  context.snapshot_stride = snapshot_floats_;
   cpu::attention_sublayer(context, rows.chunks, x.data(), n, out.data());
   cpu::hc_post(c, out.data(), post.data(), comb.data(), n, streams);
 
@@ -133,7 +153,7 @@ void CpuBackend::forward(const ForwardBatch& batch, ForwardOutput* output) {
     validate_chunk(c, kv_layout(), chunk.tokens, chunk.start_pos, chunk.blocks, chunk.num_logits, i);
     if (!seen.insert(chunk.blocks).second) fail("chunk ", i, ": a sequence appears twice in one batch");
     const int64_t size = static_cast<int64_t>(chunk.tokens.size());
-    rows.chunks.push_back({rows.count, size, chunk.start_pos, chunk.blocks});
+    rows.chunks.push_back({rows.count, size, chunk.start_pos, chunk.blocks, chunk.state_snapshots});
     rows.tokens.insert(rows.tokens.end(), chunk.tokens.begin(), chunk.tokens.end());
     for (int64_t r = size - chunk.num_logits; r < size; ++r) rows.logit_rows.push_back(rows.count + r);
     rows.count += size;

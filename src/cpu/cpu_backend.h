@@ -21,6 +21,9 @@ class CpuBackend : public Backend {
   const KvLayout& kv_layout() const override { return storage_.layout(); }
   void forward(const ForwardBatch& batch, ForwardOutput* output) override;
   void forward_mtp(std::span<const MtpChunk> chunks, int64_t mtp_index, ForwardOutput* output) override;
+  bool supports_state_snapshots() const override { return true; }
+  size_t state_snapshot_floats() const override { return snapshot_floats_; }
+  void restore_state(const BlockTables& blocks, int64_t position, const float* snapshot) override;
 
   CpuKvStorage& storage() { return storage_; }
 
@@ -34,6 +37,8 @@ class CpuBackend : public Backend {
   CpuKvStorage storage_;
   RopeTable window_rope_;
   RopeTable compressed_rope_;
+  std::vector<size_t> snapshot_offset_;  // per layer
+  size_t snapshot_floats_ = 0;
 };
 
 }  // namespace longctx

@@ -162,6 +162,10 @@ void run_compressors(const LayerContext& ctx, const ChunkView& chunk, const floa
       finish_index_key(ctx, e, entry.data());
       ctx.key_codec.encode(entry.data(), ctx.key_bytes(chunk, e));
     }
+    if (chunk.state_snapshots != nullptr) {
+      std::memcpy(chunk.state_snapshots + static_cast<size_t>(i) * ctx.snapshot_stride + ctx.snapshot_offset, state,
+                  l.state_floats * sizeof(float));
+    }
   }
 }
 

@@ -21,6 +21,7 @@ struct ChunkView {
   int64_t rows = 0;
   int64_t start_pos = 0;
   const BlockTables* blocks = nullptr;
+  float* state_snapshots = nullptr;  // see SequenceChunk::state_snapshots
 
   int64_t end_pos() const { return start_pos + rows; }
 };
@@ -33,6 +34,9 @@ struct LayerContext {
   CpuKvStorage& storage;
   KvEntryCodec kv_codec;
   IndexerKeyCodec key_codec;
+  // Where this layer's state sits in a position's snapshot, and the snapshot's length.
+  size_t snapshot_offset = 0;
+  size_t snapshot_stride = 0;
 
   LayerContext(const ModelConfig& c, const AttentionWeights& w, const LayerKvLayout& l,
                const RopeTable& r, CpuKvStorage& s, const KvCacheOptions& options)

@@ -114,6 +114,8 @@ struct Sequence {
   std::unique_ptr<StopStringChecker> stops;
   int64_t generated = 0;
   bool finished = false;
+  std::optional<int32_t> draft;  // the MTP block's guess of the next token, at the end of tokens
+  TokenLogprob pending_logprob;
 };
 
 struct Request {
@@ -165,6 +167,15 @@ class EngineImpl : public Engine {
     if (max_model_len_ > kv_limit) {
       fail("max_model_len ", max_model_len_, " needs more KV than ", options.kv_cache_memory_gib,
            " GiB hold (", kv_limit, " tokens); raise the KV cache memory or lower max_model_len");
+    }
+    if (options.num_speculative_tokens < 0 || options.num_speculative_tokens > 1) {
+      fail("num_speculative_tokens must be 0 or 1 (one MTP draft per step), got ", options.num_speculative_tokens);
+    }
+    if (options.num_speculative_tokens > 0) {
+      if (config.num_nextn_predict_layers < 1) fail("speculative decoding needs a model with an MTP block");
+      if (!session_->backend().supports_state_snapshots()) {
+        fail("the ", session_->backend().name(), " backend does not support speculative decoding yet");
+      }
     }
     SchedulerOptions scheduler;
     scheduler.max_num_seqs = options.max_num_seqs;
@@ -300,26 +311,38 @@ class EngineImpl : public Engine {
                     str_cat("the request needs more KV cache than the engine has (",
                             scheduled->tokens.size(), " tokens)"));
     }
+    for (ScheduledSequence* scheduled : step.preempted) drop_draft(owner(scheduled));
     if (!step.preempted.empty()) {
       metrics_.update([&](EngineMetrics& m) { m.requests_preempted_total += static_cast<int64_t>(step.preempted.size()); });
     }
     if (step.chunks.empty()) return;
 
+    // With MTP drafting, every computed position also feeds the MTP block, which needs the
+    // main model's hidden streams of all of them.
+    const bool drafting = options_.num_speculative_tokens > 0;
+    const size_t snapshot_floats = session_->backend().state_snapshot_floats();
     ForwardBatch batch;
+    batch.return_hidden = drafting;
+    std::vector<std::vector<float>> snapshots(step.chunks.size());
     const Clock::time_point now = Clock::now();
-    for (const ScheduledChunk& chunk : step.chunks) {
-      Request* request = owner(chunk.sequence)->request;
+    for (size_t i = 0; i < step.chunks.size(); ++i) {
+      const ScheduledChunk& chunk = step.chunks[i];
+      Sequence* sequence = owner(chunk.sequence);
+      Request* request = sequence->request;
       if (!request->first_scheduled) {
         request->first_scheduled = now;
         --waiting_requests_;
         metrics_.update([&](EngineMetrics& m) { observe(m.queue_time_seconds, seconds_between(request->arrival, now)); });
       }
-      if (request->cached_tokens < 0 && owner(chunk.sequence)->index == 0) {
-        request->cached_tokens = chunk.sequence->cached_tokens;
+      if (request->cached_tokens < 0 && sequence->index == 0) request->cached_tokens = chunk.sequence->cached_tokens;
+      SequenceChunk forward{std::span<const int32_t>(chunk.sequence->tokens.data() + chunk.start, static_cast<size_t>(chunk.count)),
+                            chunk.start, &session_->kv().tables(chunk.sequence->kv), chunk.samples ? 1 : 0};
+      if (drafting) forward.num_logits = chunk.count;
+      if (sequence->draft && chunk.samples) {
+        snapshots[i].resize(static_cast<size_t>(chunk.count) * snapshot_floats);
+        forward.state_snapshots = snapshots[i].data();
       }
-      batch.chunks.push_back({std::span<const int32_t>(chunk.sequence->tokens.data() + chunk.start,
-                                                       static_cast<size_t>(chunk.count)),
-                              chunk.start, &session_->kv().tables(chunk.sequence->kv), chunk.samples ? 1 : 0});
+      batch.chunks.push_back(forward);
     }
     ForwardOutput output;
     try {
@@ -330,20 +353,109 @@ class EngineImpl : public Engine {
       }
       return;
     }
+
+    // 1. Sample; a draft stands if the sampled token equals it, else the sequence rolls back
+    //    to the position before it. Either way the tokens are those plain decoding would give.
     const size_t vocab = static_cast<size_t>(model_->config().vocab_size);
-    int64_t row = 0;
-    for (const ScheduledChunk& chunk : step.chunks) {
-      scheduler_->complete(chunk);
-      if (!chunk.samples) continue;
+    std::vector<int64_t> accepted(step.chunks.size());
+    int64_t first_row = 0;
+    for (size_t i = 0; i < step.chunks.size(); ++i) {
+      const ScheduledChunk& chunk = step.chunks[i];
       Sequence* sequence = owner(chunk.sequence);
-      sample(sequence, std::span<const float>(output.logits.data() + static_cast<size_t>(row) * vocab, vocab));
-      ++row;
+      const int64_t rows = batch.chunks[i].num_logits;
+      accepted[i] = chunk.count;
+      if (chunk.samples) {
+        auto logits_of = [&](int64_t position) {  // logits predicting the token after `position`
+          const int64_t row = first_row + rows - (chunk.start + chunk.count - position);
+          return std::span<const float>(output.logits.data() + static_cast<size_t>(row) * vocab, vocab);
+        };
+        const int64_t last = chunk.start + chunk.count - 1;
+        if (sequence->draft) {
+          const int32_t draft = *sequence->draft;
+          sequence->draft.reset();
+          const int32_t first = sample_next(sequence, logits_of(last - 1));
+          metrics_.update([&](EngineMetrics& m) { ++m.spec_decode_draft_tokens_total; });
+          if (first == draft) {
+            metrics_.update([&](EngineMetrics& m) { ++m.spec_decode_accepted_tokens_total; });
+            if (!take_token(sequence, first, /*already_in_tokens=*/true)) {
+              take_token(sequence, sample_next(sequence, logits_of(last)), false);
+            }
+          } else {
+            chunk.sequence->tokens.pop_back();
+            session_->backend().restore_state(session_->kv().tables(chunk.sequence->kv), last - 1,
+                                              snapshots[i].data() + static_cast<size_t>(chunk.count - 2) * snapshot_floats);
+            accepted[i] = chunk.count - 1;
+            take_token(sequence, first, false);
+          }
+        } else {
+          take_token(sequence, sample_next(sequence, logits_of(last)), false);
+        }
+      }
+      first_row += rows;
+    }
+    // 2. The MTP block drafts the next token of every sequence that keeps running.
+    if (drafting) draft_next_tokens(step.chunks, accepted, output, batch);
+    // 3. Commit the positions that stand.
+    for (size_t i = 0; i < step.chunks.size(); ++i) {
+      Sequence* sequence = owner(step.chunks[i].sequence);
+      if (sequence->finished) continue;
+      scheduler_->complete(step.chunks[i], accepted[i]);
+      if (sequence->draft) sequence->scheduled.tokens.push_back(*sequence->draft);
     }
     flush_events();
   }
 
-  void sample(Sequence* sequence, std::span<const float> logits) {
-    Request& request = *sequence->request;
+  // Runs the MTP block over every position computed this step (so its own KV stays complete)
+  // and takes the greedy token at each sampling sequence's last position as its next draft.
+  void draft_next_tokens(const std::vector<ScheduledChunk>& chunks, const std::vector<int64_t>& accepted,
+                         const ForwardOutput& output, const ForwardBatch& batch) {
+    const ModelConfig& config = model_->config();
+    const size_t per_row = static_cast<size_t>(config.hc_mult * config.hidden_size);
+    std::vector<MtpChunk> mtp;
+    std::vector<Sequence*> drafting;
+    int64_t first_row = 0;
+    for (size_t i = 0; i < chunks.size(); ++i) {
+      const ScheduledChunk& chunk = chunks[i];
+      Sequence* sequence = owner(chunk.sequence);
+      const int64_t rows = batch.chunks[i].num_logits;
+      if (!sequence->finished) {
+        const std::vector<int32_t>& tokens = chunk.sequence->tokens;
+        const int64_t count = accepted[i];
+        MtpChunk c;
+        c.next_tokens = std::span<const int32_t>(tokens.data() + chunk.start + 1, static_cast<size_t>(count));
+        c.hidden = std::span<const float>(output.hidden.data() + static_cast<size_t>(first_row) * per_row,
+                                          static_cast<size_t>(count) * per_row);
+        c.start_pos = chunk.start;
+        c.blocks = &session_->kv().tables(chunk.sequence->kv);
+        // A draft is worth making only if it can still be used.
+        const bool wants_draft = chunk.samples && sequence->generated + 1 < sequence->request->params.max_tokens &&
+                                 static_cast<int64_t>(tokens.size()) + 1 < max_model_len_;
+        c.num_logits = wants_draft ? 1 : 0;
+        mtp.push_back(c);
+        if (wants_draft) drafting.push_back(sequence);
+      }
+      first_row += rows;
+    }
+    if (mtp.empty()) return;
+    ForwardOutput drafts;
+    session_->backend().forward_mtp(mtp, 0, &drafts);
+    const size_t vocab = static_cast<size_t>(config.vocab_size);
+    for (size_t d = 0; d < drafting.size(); ++d) {
+      const float* row = drafts.logits.data() + d * vocab;
+      drafting[d]->draft = static_cast<int32_t>(std::max_element(row, row + vocab) - row);
+    }
+  }
+
+  // A preempted sequence is recomputed from its tokens: an unverified draft must not be among them.
+  void drop_draft(Sequence* sequence) {
+    if (!sequence->draft) return;
+    sequence->scheduled.tokens.pop_back();
+    sequence->draft.reset();
+  }
+
+  // Draws the sequence's next token from `logits`; its logprob waits for take_token.
+  int32_t sample_next(Sequence* sequence, std::span<const float> logits) {
+    const Request& request = *sequence->request;
     const SamplingParams& params = request.params;
     const int32_t eos = static_cast<int32_t>(model_->config().eos_token_id);
     std::vector<int32_t> banned;
@@ -353,8 +465,17 @@ class EngineImpl : public Engine {
     }
     const SampleResult result = sample_token(logits, params, sequence->penalties, request.seed, sequence->index,
                                              sequence->generated, banned);
-    const int32_t token = result.token;
-    sequence->scheduled.tokens.push_back(token);
+    sequence->pending_logprob = result.logprob;
+    return result.token;
+  }
+
+  // Appends a sampled token to the sequence's output (and tokens, unless it is the draft
+  // already there), applies the stop rules and records the delta. True if the sequence ended.
+  bool take_token(Sequence* sequence, int32_t token, bool already_in_tokens) {
+    Request& request = *sequence->request;
+    const SamplingParams& params = request.params;
+    const int32_t eos = static_cast<int32_t>(model_->config().eos_token_id);
+    if (!already_in_tokens) sequence->scheduled.tokens.push_back(token);
     sequence->penalties.add_output(token);
     ++sequence->generated;
     if (!request.first_token) {
@@ -372,8 +493,7 @@ class EngineImpl : public Engine {
     SequenceDelta delta;
     delta.index = sequence->index;
     delta.tokens.push_back(token);
-    if (params.logprobs >= 0) delta.logprobs.push_back(result.logprob);
-    // Stop tokens and stop strings count only once min_tokens are out.
+    if (params.logprobs >= 0) delta.logprobs.push_back(sequence->pending_logprob);
     const bool may_stop = sequence->generated > params.min_tokens;
     const bool stop_token = may_stop && ((!params.ignore_eos && token == eos) ||
                                          std::find(params.stop_token_ids.begin(), params.stop_token_ids.end(),
@@ -411,7 +531,9 @@ class EngineImpl : public Engine {
       finish_sequence(sequence);
     }
     request.pending.deltas.push_back(std::move(delta));
+    return finish.has_value();
   }
+
 
   void finish_sequence(Sequence* sequence) {
     if (sequence->finished) return;

@@ -117,11 +117,12 @@ SchedulerStep Scheduler::schedule() {
   return step;
 }
 
-void Scheduler::complete(const ScheduledChunk& chunk) {
+void Scheduler::complete(const ScheduledChunk& chunk, int64_t count) {
   ScheduledSequence* sequence = chunk.sequence;
+  if (count < 1 || count > chunk.count) fail("scheduler: completing ", count, " of ", chunk.count, " positions");
   kv_.commit(sequence->kv, std::span<const int32_t>(sequence->tokens.data() + chunk.start,
-                                                    static_cast<size_t>(chunk.count)));
-  sequence->computed = chunk.start + chunk.count;
+                                                    static_cast<size_t>(count)));
+  sequence->computed = chunk.start + count;
 }
 
 }  // namespace longctx

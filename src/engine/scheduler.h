@@ -60,8 +60,9 @@ class Scheduler {
   void add(ScheduledSequence* sequence);     // to the waiting queue, in arrival order
   void remove(ScheduledSequence* sequence);  // finished or aborted: frees its KV
   SchedulerStep schedule();
-  // Records that a scheduled chunk was computed: commits its KV.
-  void complete(const ScheduledChunk& chunk);
+  // Records that the first `count` positions of a scheduled chunk stand: commits their KV.
+  void complete(const ScheduledChunk& chunk, int64_t count);
+  void complete(const ScheduledChunk& chunk) { complete(chunk, chunk.count); }
 
   size_t num_running() const { return running_.size(); }
   size_t num_waiting() const { return waiting_.size(); }

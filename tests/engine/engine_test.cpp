@@ -9,6 +9,7 @@
 
 #include "kv/kv_layout.h"
 #include "model/model_weights.h"
+#include "model/test_model.h"
 #include "support/test_model_dir.h"
 #include "text/tokenizer.h"
 
@@ -338,6 +339,91 @@ TEST_F(EngineTest, PrefixCacheReportsCachedTokens) {
   EXPECT_EQ(m.prefix_cache_hits, 512);
   EXPECT_GT(m.prompt_tokens_total, 1399);
   EXPECT_EQ(m.time_to_first_token_seconds.count, 2u);
+}
+
+}  // namespace
+}  // namespace longctx
+
+namespace longctx {
+namespace {
+
+TEST_F(EngineTest, MtpSpeculativeDecodingGivesTheSameOutputAsPlainDecoding) {
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 6; ++i) {
+    GenerationRequest r;
+    r.prompt = prompt(20 + static_cast<size_t>(i) * 50, static_cast<uint32_t>(40 + i));
+    r.sampling.temperature = i % 2 == 0 ? 0.0 : 0.9;
+    r.sampling.seed = 77 + static_cast<uint64_t>(i);
+    r.sampling.max_tokens = 30;
+    r.sampling.ignore_eos = true;
+    r.sampling.logprobs = 1;
+    requests.push_back(r);
+  }
+  auto run = [&](int64_t speculative, EngineMetrics* metrics) {
+    EngineOptions options;
+    options.num_speculative_tokens = speculative;
+    options.max_num_batched_tokens = 96;  // chunked prefill too
+    auto e = engine(options);
+    std::vector<std::shared_ptr<RequestHandle>> handles;
+    for (const auto& r : requests) handles.push_back(e->submit(r));
+    std::vector<Completion> out;
+    for (auto& h : handles) out.push_back(collect(*h));
+    *metrics = e->metrics();
+    EXPECT_EQ(e->kv_pages_in_use(), 0);
+    return out;
+  };
+  EngineMetrics plain_metrics, spec_metrics;
+  const std::vector<Completion> plain = run(0, &plain_metrics);
+  const std::vector<Completion> spec = run(1, &spec_metrics);
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(spec[i].tokens, plain[i].tokens) << i;
+    ASSERT_EQ(spec[i].logprobs[0].size(), plain[i].logprobs[0].size());
+    for (size_t t = 0; t < spec[i].logprobs[0].size(); ++t) {
+      EXPECT_EQ(spec[i].logprobs[0][t].logprob, plain[i].logprobs[0][t].logprob) << i << " " << t;
+    }
+  }
+  EXPECT_EQ(plain_metrics.spec_decode_draft_tokens_total, 0);
+  EXPECT_GT(spec_metrics.spec_decode_draft_tokens_total, 100);
+  std::printf("MTP drafts verified %lld, accepted %lld (random weights)\n",
+              static_cast<long long>(spec_metrics.spec_decode_draft_tokens_total),
+              static_cast<long long>(spec_metrics.spec_decode_accepted_tokens_total));
+  // Drafts that stand: a head that can only say token 0 or token 7 makes the MTP block (which
+  // shares the head) agree with the model often, so the accepting path runs too.
+  const std::string peaked = testing::test_model_dir("peaked", test_model_preset("tiny"), 0);
+  testing::rewrite_tensor(peaked, "head.weight", [](std::vector<uint8_t>& bytes, const TensorInfo& info) {
+    const size_t row_bytes = bytes.size() / static_cast<size_t>(info.shape[0]);
+    for (size_t row = 0; row < static_cast<size_t>(info.shape[0]); ++row) {
+      if (row != 7) std::fill_n(bytes.begin() + static_cast<long>(row * row_bytes), row_bytes, 0);
+    }
+  });
+  auto peaked_model = std::make_shared<const LoadedModel>(peaked);
+  auto run_peaked = [&](int64_t speculative, EngineMetrics* metrics) {
+    EngineOptions options;
+    options.num_speculative_tokens = speculative;
+    options.kv_cache_memory_gib = 0.25;
+    auto e = Engine::create(peaked_model, nullptr, options);
+    std::vector<std::shared_ptr<RequestHandle>> handles;
+    for (auto r : requests) {
+      r.sampling.temperature = 0;
+      handles.push_back(e->submit(r));
+    }
+    std::vector<std::vector<int32_t>> out;
+    for (auto& h : handles) out.push_back(collect(*h).tokens[0]);
+    *metrics = e->metrics();
+    EXPECT_EQ(e->kv_pages_in_use(), 0);
+    return out;
+  };
+  EngineMetrics peaked_plain, peaked_spec;
+  EXPECT_EQ(run_peaked(1, &peaked_spec), run_peaked(0, &peaked_plain));
+  EXPECT_GT(peaked_spec.spec_decode_accepted_tokens_total, 10);
+  EXPECT_LT(peaked_spec.spec_decode_draft_tokens_total, 6 * 30);  // accepted drafts save steps
+  std::printf("peaked head: MTP drafts verified %lld, accepted %lld\n",
+              static_cast<long long>(peaked_spec.spec_decode_draft_tokens_total),
+              static_cast<long long>(peaked_spec.spec_decode_accepted_tokens_total));
+  // Configurations that cannot work are refused up front.
+  EngineOptions two;
+  two.num_speculative_tokens = 2;
+  EXPECT_THROW(engine(two), Error);
 }
 
 }  // namespace

@@ -53,3 +53,35 @@ const std::string& tiny_model_dir() {
 }
 
 }  // namespace longctx::testing
+
+#include "longctx/error.h"
+#include "model/safetensors_writer.h"
+
+namespace longctx::testing {
+
+void rewrite_tensor(const std::string& dir, const std::string& name,
+                    const std::function<void(std::vector<uint8_t>& bytes, const TensorInfo& info)>& edit) {
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".safetensors") continue;
+    bool holds = false;
+    SafetensorsWriter writer;
+    {
+      SafetensorsFile file(entry.path().string());
+      for (const TensorInfo& info : file.tensors()) {
+        std::vector<uint8_t> bytes(info.data, info.data + info.num_bytes);
+        if (info.name == name) {
+          holds = true;
+          edit(bytes, info);
+        }
+        writer.add(info.name, info.dtype, info.shape, std::move(bytes));
+      }
+    }
+    if (holds) {
+      writer.write(entry.path().string());
+      return;
+    }
+  }
+  fail("rewrite_tensor: ", name, " is not in ", dir);
+}
+
+}  // namespace longctx::testing

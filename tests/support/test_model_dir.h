@@ -15,3 +15,17 @@ const std::string& tiny_model_dir();
 std::string test_model_dir(const std::string& name, const ModelConfig& config, uint64_t seed);
 
 }  // namespace longctx::testing
+
+#include <functional>
+#include <vector>
+
+#include "model/safetensors.h"
+
+namespace longctx::testing {
+
+// Rewrites tensor `name` (as stored) of the checkpoint in `dir`: `edit` may change the bytes
+// in place (same dtype and shape).
+void rewrite_tensor(const std::string& dir, const std::string& name,
+                    const std::function<void(std::vector<uint8_t>& bytes, const TensorInfo& info)>& edit);
+
+}  // namespace longctx::testing
