@@ -43,7 +43,7 @@ OrderedJson read_tools(const FieldReader& fields) {
       const std::string where = str_cat("tools[", i, "]");
       const OrderedJson& tool = (*tools)[i];
       if (!tool.is_object())
-        throw invalid_field("tools", str_cat(where, " must be an object, found ", json_kind(tool)));
+        throw invalid_field("tools", str_cat(where, " must be an object, found ", json_type_name(tool)));
       const FieldReader tool_fields(tool, where + ".");
       const std::string type = tool_fields.string("type").value_or("function");
       if (type != "function") {

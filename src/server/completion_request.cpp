@@ -14,7 +14,7 @@ std::vector<int32_t> token_ids(const OrderedJson& array, const std::string& wher
     const OrderedJson& id = array[i];
     if (!id.is_number_integer()) {
       throw invalid_field("prompt", str_cat(where, "[", i, "] must be a token id (integer), found ",
-                                            json_kind(id)));
+                                            json_type_name(id)));
     }
     const int64_t value = id.get<int64_t>();
     if (value < 0 || value >= vocab_size) {
@@ -50,7 +50,7 @@ Prompt read_prompt(const FieldReader& fields, int64_t vocab_size) {
   if (first.is_array()) return {std::nullopt, token_ids(first, "prompt[0]", vocab_size)};
   throw invalid_field(
       "prompt",
-      str_cat("prompt[0] must be a string or an array of token ids, found ", json_kind(first)));
+      str_cat("prompt[0] must be a string or an array of token ids, found ", json_type_name(first)));
 }
 
 }  // namespace

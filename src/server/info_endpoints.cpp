@@ -104,7 +104,7 @@ void handle_detokenize(ServerState& state, const HttpCall& call, httplib::Respon
     const OrderedJson& id = (*ids)[i];
     if (!id.is_number_integer()) {
       throw invalid_field(
-          "tokens", str_cat("tokens[", i, "] must be an integer token id, found ", json_kind(id)));
+          "tokens", str_cat("tokens[", i, "] must be an integer token id, found ", json_type_name(id)));
     }
     if (id.get<int64_t>() < 0 || id.get<int64_t>() >= state.limits.vocab_size) {
       throw invalid_field("tokens",

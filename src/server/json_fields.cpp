@@ -31,20 +31,10 @@ OrderedJson parse_request_body(std::string_view body) {
   }
   if (!parsed.is_object()) {
     throw invalid_request(
-        str_cat("the request body must be a JSON object, found ", json_kind(parsed)),
+        str_cat("the request body must be a JSON object, found ", json_type_name(parsed)),
         "invalid_json");
   }
   return parsed;
-}
-
-std::string json_kind(const OrderedJson& value) {
-  if (value.is_null()) return "null";
-  if (value.is_boolean()) return "boolean";
-  if (value.is_number_integer()) return "integer";
-  if (value.is_number()) return "number";
-  if (value.is_string()) return "string";
-  if (value.is_array()) return "array";
-  return "object";
 }
 
 FieldReader::FieldReader(const OrderedJson& object, std::string prefix)
@@ -60,7 +50,7 @@ const OrderedJson* FieldReader::find(std::string_view name) const {
 void FieldReader::wrong_type(std::string_view name, std::string_view expected) const {
   const OrderedJson* value = find(name);
   throw invalid_field(path(name), str_cat(path(name), " must be ", expected, ", found ",
-                                          value ? json_kind(*value) : "null"));
+                                          value ? json_type_name(*value) : "null"));
 }
 
 std::optional<double> FieldReader::number(std::string_view name) const {

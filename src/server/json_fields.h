@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/json_util.h"
 #include "server/api_error.h"
 
 namespace longctx::server {
@@ -19,9 +20,6 @@ inline constexpr int kMaxJsonDepth = 64;
 // part of the prompt). Throws ApiError 400 for malformed JSON, invalid UTF-8, nesting deeper
 // than kMaxJsonDepth, or a value that is not an object.
 OrderedJson parse_request_body(std::string_view body);
-
-// "string", "integer", "array", ... for error messages.
-std::string json_kind(const OrderedJson& value);
 
 // The fields of one JSON object; `prefix` ("stream_options.") makes error messages name nested
 // fields by their full path.

@@ -54,7 +54,7 @@ void read_sampling_fields(const FieldReader& fields, SamplingParams* sampling) {
       for (size_t i = 0; i < stop->size(); ++i) {
         if (!(*stop)[i].is_string()) {
           throw invalid_field(
-              "stop", str_cat("stop[", i, "] must be a string, found ", json_kind((*stop)[i])));
+              "stop", str_cat("stop[", i, "] must be a string, found ", json_type_name((*stop)[i])));
         }
         sampling->stop.push_back((*stop)[i].get<std::string>());
       }
@@ -68,7 +68,7 @@ void read_sampling_fields(const FieldReader& fields, SamplingParams* sampling) {
       if (!id.is_number_integer()) {
         throw invalid_field(
             "stop_token_ids",
-            str_cat("stop_token_ids[", i, "] must be an integer, found ", json_kind(id)));
+            str_cat("stop_token_ids[", i, "] must be an integer, found ", json_type_name(id)));
       }
       const int64_t value = id.get<int64_t>();
       if (value < 0 || value > INT32_MAX) {
