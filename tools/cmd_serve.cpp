@@ -37,7 +37,8 @@ Serves MODEL_DIR over an OpenAI-compatible HTTP API: /v1/chat/completions, /v1/c
                                 cache memory holds, at most max_position_embeddings; 32k works)
   --max-num-seqs N              sequences in the running batch (default 16)
   --max-num-batched-tokens N    tokens per engine step (default 2048)
-  --max-waiting-requests N      requests queued beyond the batch; more get 429 (default 256)
+  --max-waiting-requests N      requests queued beyond a full batch; more get 429 (default
+                                256; 0: only what the running batch takes)
   --kv-cache-memory SIZE        memory for the KV cache: GiB, or with a unit (4GiB, 512MiB;
                                 default 1 GiB). --gpu-memory-utilization has no meaning here.
   --kv-cache-dtype auto|fp32|bf16|fp8   (auto: fp32 on cpu, bf16 on cuda; fp8_e4m3 = fp8)

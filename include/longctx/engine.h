@@ -110,7 +110,9 @@ struct EngineOptions {
   int64_t max_model_len = 0;             // 0: the model's max_position_embeddings
   int64_t max_num_seqs = 16;             // running sequences per step
   int64_t max_num_batched_tokens = 2048; // tokens per step (decodes + prefill chunks)
-  int64_t max_waiting_requests = 256;    // submit() throws QueueFullError beyond this
+  // Requests admitted beyond a full batch: submit() throws QueueFullError once
+  // max_num_seqs + max_waiting_requests requests are unfinished.
+  int64_t max_waiting_requests = 256;
   double kv_cache_memory_gib = 1.0;      // memory for the KV pages
   bool enable_prefix_caching = true;
   bool enable_chunked_prefill = true;

@@ -198,8 +198,12 @@ class EngineImpl : public Engine {
     if (!request.sampling.stop.empty() && !tokenizer_) fail("stop strings need a model with a tokenizer");
     std::lock_guard<std::mutex> lock(inbox_->mutex);
     if (inbox_->stopping) fail("the engine is shutting down");
-    if (waiting_requests_.load() >= options_.max_waiting_requests) {
-      throw QueueFullError(str_cat("the waiting queue is full (", options_.max_waiting_requests, " requests)"));
+    // The bound counts every unfinished request, so a request still fits while the batch has
+    // room even with max_waiting_requests 0.
+    const int64_t capacity = options_.max_num_seqs + options_.max_waiting_requests;
+    if (static_cast<int64_t>(live_ids_.size()) >= capacity) {
+      throw QueueFullError(str_cat("the batch and the waiting queue are full (", options_.max_num_seqs, " running + ",
+                                   options_.max_waiting_requests, " waiting requests)"));
     }
     if (request.id.empty()) request.id = str_cat("req-", next_request_number_++);
     if (!live_ids_.insert(request.id).second) fail("a request with id '", request.id, "' is already running");

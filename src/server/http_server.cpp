@@ -91,6 +91,10 @@ class OpenAiServer::Impl {
       fail("cannot listen on ", options.host, ":", options.port,
            " (the address is in use, or not an address of this machine)");
     }
+    // httplib 0.11 listens with a backlog of 5 (compiled into Debian's library): a burst of
+    // connections overflows the accept queue and clients see resets instead of a 429. Linux
+    // applies a second listen() on the bound socket with the new backlog.
+    if (listen_socket_ != INVALID_SOCKET) ::listen(listen_socket_, SOMAXCONN);
     listener_ = std::thread([this] { http_.listen_after_bind(); });
     // stop() is a no-op until the accept loop runs; wait for it so a quick shutdown works.
     for (int i = 0; i < 5000 && !http_.is_running(); ++i) {
@@ -138,6 +142,10 @@ class OpenAiServer::Impl {
             : static_cast<size_t>(engine.max_num_seqs + engine.max_waiting_requests + 16);
     http_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
     http_.set_payload_max_length(options.max_body_bytes);
+    http_.set_socket_options([this](socket_t socket) {
+      httplib::default_socket_options(socket);
+      listen_socket_ = socket;  // the last one set up is the one bound (start())
+    });
     http_.set_keep_alive_timeout(options.keep_alive_timeout_seconds);
     http_.set_keep_alive_max_count(1000);
     http_.set_tcp_nodelay(true);  // SSE events leave at once
@@ -248,6 +256,7 @@ class OpenAiServer::Impl {
   httplib::Server http_;
   std::thread listener_;
   int port_ = -1;
+  socket_t listen_socket_ = INVALID_SOCKET;
 };
 
 OpenAiServer::OpenAiServer(std::shared_ptr<Engine> engine,

@@ -284,6 +284,7 @@ TEST_F(EngineTest, AbortMidPrefillAndMidDecodeLeaksNoPages) {
 
 TEST_F(EngineTest, InvalidRequestsAndAFullQueueAreRefused) {
   EngineOptions options;
+  options.max_num_seqs = 2;
   options.max_waiting_requests = 2;
   options.max_model_len = 256;
   auto e = engine(options);
@@ -315,6 +316,8 @@ TEST_F(EngineTest, InvalidRequestsAndAFullQueueAreRefused) {
     }
   }
   EXPECT_TRUE(refused);
+  // Refused exactly when 2 running + 2 waiting were unfinished (none can finish that fast).
+  EXPECT_EQ(handles.size(), 4u);
   for (auto& h : handles) EXPECT_EQ(collect(*h).final_events, 1);
   // Duplicate ids are refused while the first is live.
   GenerationRequest named = ok;

@@ -195,8 +195,16 @@ TEST(ServerAuthTest, ApiKeyGuardsV1Only) {
 
 TEST(ServerQueueTest, FullWaitingQueueGives429WithRetryAfter) {
   EngineOptions options;
-  options.max_waiting_requests = 0;  // every request finds the queue full
-  TestServer server(make_test_engine(options));
+  options.max_num_seqs = 1;
+  options.max_waiting_requests = 0;
+  std::shared_ptr<Engine> engine = make_test_engine(options);
+  // The one batch slot is taken and nothing may wait: every HTTP request is refused.
+  GenerationRequest occupant;
+  occupant.prompt = {1, 2, 3};
+  occupant.sampling.max_tokens = 1000;
+  occupant.sampling.ignore_eos = true;
+  const std::shared_ptr<RequestHandle> running = engine->submit(occupant);
+  TestServer server(engine);
   auto client = server.client();
   for (const bool stream : {false, true}) {
     const JsonReply reply =
@@ -210,7 +218,7 @@ TEST(ServerQueueTest, FullWaitingQueueGives429WithRetryAfter) {
   ASSERT_TRUE(metrics);
   EXPECT_NE(metrics->body.find(
                 "longctx:request_refused_total{model_name=\"tiny\",reason=\"queue_full\"} 2"),
-            std::string::npos);
+            std::string::npos);  running->abort();
 }
 
 std::string raw_post(const std::string& path, const std::string& body) {

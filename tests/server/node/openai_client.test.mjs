@@ -223,11 +223,17 @@ test('errors arrive in OpenAI shape as the client\'s error classes', async () =>
 
 test('a full waiting queue is a 429 RateLimitError', async () => {
   const full = await startServer(cliPath(), [
-    'serve', testModelDir(), '--port', '0', '--served-model-name', 'tiny', '--max-waiting-requests', '0',
-    '--kv-cache-memory', '0.25', '--max-model-len', '2048', '--timeout-keep-alive', '1',
+    'serve', testModelDir(), '--port', '0', '--served-model-name', 'tiny', '--max-num-seqs', '1',
+    '--max-waiting-requests', '0', '--kv-cache-memory', '0.25', '--max-model-len', '2048', '--timeout-keep-alive', '1',
   ]);
   try {
     const fullClient = new OpenAI({ baseURL: `${full.url}/v1`, apiKey: 'none', maxRetries: 0 });
+    // The one batch slot takes a long request; the next finds no room and no queue.
+    const running = await fullClient.chat.completions.create({
+      model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], stream: true, max_tokens: 1500,
+      temperature: 1, ignore_eos: true });
+    const iterator = running[Symbol.asyncIterator]();
+    await iterator.next();  // admitted and streaming
     await assert.rejects(
       fullClient.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], stream: true }),
       (error) => {
@@ -235,6 +241,7 @@ test('a full waiting queue is a 429 RateLimitError', async () => {
         assert.equal(error.headers.get('retry-after'), '1');
         return true;
       });
+    running.controller.abort();  // hang up: the server aborts it and frees the slot
   } finally {
     const { code } = await full.stop();
     assert.equal(code, 0);
