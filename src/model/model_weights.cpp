@@ -7,6 +7,7 @@
 #include "common/log.h"
 #include "longctx/error.h"
 #include "model/param_specs.h"
+#include "model/weight_assembly.h"
 
 namespace longctx {
 namespace {
@@ -48,7 +49,9 @@ void validate_checkpoint(const Checkpoint& checkpoint, const std::vector<ParamSp
   if (extra > 5) log::warn(checkpoint.dir(), ": ", extra, " tensors in all are not used by the model");
 }
 
-class Binder {
+// The checkpoint as the source of the model's parameters: tensors bound in place (mmap), small
+// vectors decoded to fp32, load progress reported per tensor.
+class Binder final : public ParamSource {
  public:
   Binder(const Checkpoint& checkpoint, LoadProgressCallback progress, void* user)
       : checkpoint_(checkpoint), progress_callback_(progress), progress_user_(user) {
@@ -56,7 +59,7 @@ class Binder {
     progress_.bytes_total = checkpoint.total_bytes();
   }
 
-  LinearWeight linear(const std::string& name, bool quantize_if_stored_quantized = true) {
+  LinearWeight linear(const std::string& name, bool quantize_if_stored_quantized) override {
     const TensorInfo& weight = take(name + ".weight");
     LinearWeight linear;
     linear.name = name;
@@ -80,7 +83,7 @@ class Binder {
     return linear;
   }
 
-  std::vector<float> floats(const std::string& name) {
+  std::vector<float> floats(const std::string& name) override {
     const TensorInfo& info = take(name);
     std::vector<float> values(static_cast<size_t>(info.num_elements()));
     if (info.dtype == DType::kF32) {
@@ -97,7 +100,7 @@ class Binder {
     return values;
   }
 
-  std::vector<int32_t> expert_table(const std::string& name, int64_t num_experts) {
+  std::vector<int32_t> expert_table(const std::string& name, int64_t num_experts) override {
     const TensorInfo& info = take(name);
     std::vector<int32_t> table(static_cast<size_t>(info.num_elements()));
     for (size_t i = 0; i < table.size(); ++i) {
@@ -116,71 +119,6 @@ class Binder {
       table[i] = static_cast<int32_t>(value);
     }
     return table;
-  }
-
-  HyperConnectionWeights hyper_connection(const std::string& prefix, const std::string& which) {
-    return {floats(prefix + "hc_" + which + "_fn"), floats(prefix + "hc_" + which + "_base"),
-            floats(prefix + "hc_" + which + "_scale")};
-  }
-
-  CompressorWeights compressor(const std::string& prefix, int ratio, int64_t head_dim) {
-    CompressorWeights c;
-    c.ratio = ratio;
-    c.overlap = ratio == 4;
-    c.head_dim = head_dim;
-    c.wkv = linear(prefix + "wkv");
-    c.wgate = linear(prefix + "wgate");
-    c.ape = floats(prefix + "ape");
-    c.norm = floats(prefix + "norm.weight");
-    return c;
-  }
-
-  ExpertWeights expert(const std::string& prefix) {
-    return {linear(prefix + "w1"), linear(prefix + "w2"), linear(prefix + "w3")};
-  }
-
-  BlockWeights block(int64_t layer, const ModelConfig& config) {
-    const std::string p = layer_prefix(layer, config);
-    BlockWeights b;
-    b.layer = layer;
-    b.ratio = config.compress_ratio(layer);
-    b.hash_routing = config.is_hash_layer(layer);
-    b.hc_attn = hyper_connection(p, "attn");
-    b.hc_ffn = hyper_connection(p, "ffn");
-    b.attn_norm = floats(p + "attn_norm.weight");
-    b.ffn_norm = floats(p + "ffn_norm.weight");
-    const std::string a = p + "attn.";
-    AttentionWeights& attn = b.attn;
-    attn.wq_a = linear(a + "wq_a");
-    attn.q_norm = floats(a + "q_norm.weight");
-    attn.wq_b = linear(a + "wq_b");
-    attn.wkv = linear(a + "wkv");
-    attn.kv_norm = floats(a + "kv_norm.weight");
-    attn.wo_a = linear(a + "wo_a", /*quantize_if_stored_quantized=*/false);
-    attn.wo_b = linear(a + "wo_b");
-    attn.attn_sink = floats(a + "attn_sink");
-    if (b.ratio > 0) {
-      attn.compressor = compressor(a + "compressor.", b.ratio, config.head_dim);
-      if (ModelConfig::ratio_uses_indexer(b.ratio)) {
-        IndexerWeights indexer;
-        indexer.wq_b = linear(a + "indexer.wq_b");
-        indexer.weights_proj = linear(a + "indexer.weights_proj");
-        indexer.compressor = compressor(a + "indexer.compressor.", b.ratio, config.index_head_dim);
-        attn.indexer = std::move(indexer);
-      }
-    }
-    const std::string f = p + "ffn.";
-    b.ffn.gate = linear(f + "gate");
-    if (b.hash_routing) {
-      b.ffn.tid2eid = expert_table(f + "gate.tid2eid", config.n_routed_experts);
-    } else {
-      b.ffn.gate_bias = floats(f + "gate.bias");
-    }
-    for (int64_t e = 0; e < config.n_routed_experts; ++e) {
-      b.ffn.experts.push_back(expert(f + "experts." + std::to_string(e) + "."));
-    }
-    if (config.n_shared_experts > 0) b.ffn.shared = expert(f + "shared_experts.");
-    return b;
   }
 
  private:
@@ -253,27 +191,7 @@ LoadedModel::LoadedModel(const std::string& dir, LoadProgressCallback progress,
   const ModelConfig& config = checkpoint_->config();
   validate_checkpoint(*checkpoint_, model_param_specs(config));
   Binder bind(*checkpoint_, progress, progress_user);
-  weights_.config = config;
-  weights_.embed = bind.linear("embed");
-  for (int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
-    weights_.layers.push_back(bind.block(layer, config));
-  }
-  weights_.norm = bind.floats("norm.weight");
-  weights_.head = bind.linear("head");
-  weights_.hc_head = bind.hyper_connection("", "head");
-  for (int64_t k = 0; k < config.num_nextn_predict_layers; ++k) {
-    const int64_t layer = config.num_hidden_layers + k;
-    const std::string p = layer_prefix(layer, config);
-    MtpWeights mtp;
-    mtp.block = bind.block(layer, config);
-    mtp.e_proj = bind.linear(p + "e_proj");
-    mtp.h_proj = bind.linear(p + "h_proj");
-    mtp.enorm = bind.floats(p + "enorm.weight");
-    mtp.hnorm = bind.floats(p + "hnorm.weight");
-    mtp.norm = bind.floats(p + "norm.weight");
-    mtp.hc_head = bind.hyper_connection(p, "head");
-    weights_.mtp.push_back(std::move(mtp));
-  }
+  weights_ = assemble_model_weights(config, bind);
 }
 
 }  // namespace longctx
