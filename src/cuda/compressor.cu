@@ -116,7 +116,8 @@ __global__ void __launch_bounds__(kThreads) compressor_kernel(KvLayerView kv, Ba
                                                               CompressorView main, const float* main_kv,
                                                               const float* main_score, CompressorView index,
                                                               const float* index_kv, const float* index_score,
-                                                              const float* inv_freq, float eps) {
+                                                              const float* inv_freq, float eps, float* snapshots,
+                                                              int64_t snapshot_stride, int64_t snapshot_offset) {
   __shared__ float v[kMaxChannels];
   __shared__ float scratch[33];
   const ChunkInfo chunk = batch.chunks[blockIdx.x];
@@ -165,18 +166,28 @@ __global__ void __launch_bounds__(kThreads) compressor_kernel(KvLayerView kv, Ba
         cur.add(c, p[c], s[c] + ape[c]);
       }
     }
-    if ((pos + 1) % w.ratio != 0) continue;
-    for (int c = threadIdx.x; c < channels; c += blockDim.x) {
-      v[c] = cur.result(c);
-      if (w.overlap) {
-        cur.copy_from(c, next);
-        next.reset(c);
-      } else {
-        cur.reset(c);
+    if ((pos + 1) % w.ratio == 0) {
+      for (int c = threadIdx.x; c < channels; c += blockDim.x) {
+        v[c] = cur.result(c);
+        if (w.overlap) {
+          cur.copy_from(c, next);
+          next.reset(c);
+        } else {
+          cur.reset(c);
+        }
+      }
+      __syncthreads();
+      finish_entry(kv, batch, chunk, is_index, channels, w.norm, pos / w.ratio, w.ratio, inv_freq, eps, v, scratch);
+    }
+    if (snapshots != nullptr) {
+      // This compressor's accumulators, [max | sum | weighted] x channels each; each thread
+      // copies the channels it owns (no barrier needed).
+      float* snapshot = snapshots + row * snapshot_stride + snapshot_offset + base;
+      const int arrays = (w.overlap ? 2 : 1) * 3;
+      for (int c = threadIdx.x; c < channels; c += blockDim.x) {
+        for (int k = 0; k < arrays; ++k) snapshot[k * channels + c] = state[k * channels + c];
       }
     }
-    __syncthreads();
-    finish_entry(kv, batch, chunk, is_index, channels, w.norm, pos / w.ratio, w.ratio, inv_freq, eps, v, scratch);
   }
 }
 
@@ -185,7 +196,8 @@ __global__ void __launch_bounds__(kThreads) compressor_kernel(KvLayerView kv, Ba
 void run_compressors(const KvLayerView& kv, const BatchView& batch, const CompressorView& main,
                      const float* main_kv, const float* main_score, const CompressorView* index,
                      const float* index_kv, const float* index_score, const float* inv_freq,
-                     float eps, cudaStream_t stream) {
+                     float eps, cudaStream_t stream, float* snapshots, int64_t snapshot_stride,
+                     int64_t snapshot_offset) {
   if (batch.num_chunks == 0) return;
   if (main.channels > kMaxChannels || (index != nullptr && index->channels > kMaxChannels)) {
     fail("CUDA compressor: at most ", kMaxChannels, " channels");
@@ -193,7 +205,8 @@ void run_compressors(const KvLayerView& kv, const BatchView& batch, const Compre
   const dim3 grid(static_cast<unsigned>(batch.num_chunks), index != nullptr ? 2u : 1u);
   compressor_kernel<<<grid, kThreads, 0, stream>>>(kv, batch, main, main_kv, main_score,
                                                    index != nullptr ? *index : CompressorView{},
-                                                   index_kv, index_score, inv_freq, eps);
+                                                   index_kv, index_score, inv_freq, eps, snapshots,
+                                                   snapshot_stride, snapshot_offset);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
 

@@ -9,6 +9,7 @@
 #include <set>
 #include <string>
 
+#include "backend/chunk_validation.h"
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 #include "cuda/kv_view.h"
@@ -61,15 +62,40 @@ int weight_code(WeightFormat format) {
   return kWeightBF16;
 }
 
-DeviceLinear upload_linear(const LinearWeight& w) {
+// Where the linear weights come from: the host (a loaded checkpoint), or, for linears with no
+// data, random values made on the device (CudaBackend::DeviceRandomWeights).
+struct WeightSource {
+  bool random = false;
+  uint64_t seed = 0;
+};
+
+uint64_t name_seed(const std::string& name, uint64_t seed) {
+  uint64_t h = 1469598103934665603ull ^ seed;
+  for (const char c : name) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  return h;
+}
+
+// Fills `groups` stacked copies of w's shape on the device, or fails when random weights were not
+// asked for. The embedding is N(0, 1), every other matrix N(0, 1/sqrt(in)), as make-test-model.
+void generate_linear(const LinearWeight& w, size_t groups, const WeightSource& source, uint8_t* weight,
+                     uint8_t* scale) {
+  if (!source.random) fail("CUDA backend: tensor ", w.name, " has no data");
+  const float stddev = w.name == "embed" ? 1.0f : static_cast<float>(1.0 / std::sqrt(static_cast<double>(w.in)));
+  fill_linear_random(weight, scale, weight_code(w.format), w.out, w.in, static_cast<int64_t>(groups), stddev,
+                     name_seed(w.name, source.seed), nullptr);
+}
+
+DeviceLinear upload_linear(const LinearWeight& w, const WeightSource& source) {
   DeviceLinear d;
   const size_t weight_bytes = weight_bytes_of(w);
   d.weight.resize(weight_bytes);
-  d.weight.upload(w.weight, weight_bytes);
   const size_t scale_bytes = scale_bytes_of(w);
-  if (scale_bytes > 0) {
-    d.scale.resize(scale_bytes);
-    d.scale.upload(w.scale, scale_bytes);
+  if (scale_bytes > 0) d.scale.resize(scale_bytes);
+  if (w.weight == nullptr) {
+    generate_linear(w, 1, source, d.weight.data(), d.scale.data());
+  } else {
+    d.weight.upload(w.weight, weight_bytes);
+    if (scale_bytes > 0) d.scale.upload(w.scale, scale_bytes);
   }
   d.view = {d.weight.data(), d.scale.data(), weight_code(w.format), w.out, w.in, 0, 0};
   d.quantize_activations = w.quantize_activations;
@@ -77,7 +103,8 @@ DeviceLinear upload_linear(const LinearWeight& w) {
 }
 
 // The same matrix of every routed expert, expert e at e * (its bytes).
-DeviceLinear upload_experts(const std::vector<ExpertWeights>& experts, LinearWeight ExpertWeights::*which) {
+DeviceLinear upload_experts(const std::vector<ExpertWeights>& experts, LinearWeight ExpertWeights::*which,
+                            const WeightSource& source) {
   DeviceLinear d;
   const LinearWeight& first = experts.front().*which;
   const size_t weight_bytes = weight_bytes_of(first);
@@ -89,9 +116,15 @@ DeviceLinear upload_experts(const std::vector<ExpertWeights>& experts, LinearWei
     if (w.format != first.format || w.out != first.out || w.in != first.in) {
       fail("CUDA backend: expert ", e, " (", w.name, ") differs in format or shape from expert 0");
     }
+    if ((w.weight == nullptr) != (first.weight == nullptr)) {
+      fail("CUDA backend: expert ", e, " (", w.name, ") has data where expert 0 has none, or the reverse");
+    }
+    if (w.weight == nullptr) continue;
     d.weight.upload(w.weight, weight_bytes, e * weight_bytes);
     if (scale_bytes > 0) d.scale.upload(w.scale, scale_bytes, e * scale_bytes);
   }
+  // Generated experts: one stream over the stacked matrices, so each expert differs.
+  if (first.weight == nullptr) generate_linear(first, experts.size(), source, d.weight.data(), d.scale.data());
   d.view = {d.weight.data(), d.scale.data(), weight_code(first.format), first.out, first.in,
             static_cast<int64_t>(weight_bytes), static_cast<int64_t>(scale_bytes)};
   d.quantize_activations = first.quantize_activations;
@@ -117,10 +150,10 @@ struct DeviceCompressor {
   CompressorView view;
 };
 
-DeviceCompressor upload_compressor(const CompressorWeights& w) {
+DeviceCompressor upload_compressor(const CompressorWeights& w, const WeightSource& source) {
   DeviceCompressor d;
-  d.wkv = upload_linear(w.wkv);
-  d.wgate = upload_linear(w.wgate);
+  d.wkv = upload_linear(w.wkv, source);
+  d.wgate = upload_linear(w.wgate, source);
   d.ape = to_device(w.ape);
   d.norm = to_device(w.norm);
   d.view = {d.ape.data(), d.norm.data(), w.ratio, w.overlap ? 1 : 0, static_cast<int>(w.head_dim)};
@@ -147,7 +180,7 @@ struct DeviceBlock {
   std::optional<DeviceExpert> shared;
 };
 
-DeviceBlock upload_block(const BlockWeights& b) {
+DeviceBlock upload_block(const BlockWeights& b, const WeightSource& source) {
   DeviceBlock d;
   d.host = &b;
   d.hc_attn = upload_hc(b.hc_attn);
@@ -155,29 +188,29 @@ DeviceBlock upload_block(const BlockWeights& b) {
   d.attn_norm = to_device(b.attn_norm);
   d.ffn_norm = to_device(b.ffn_norm);
   const AttentionWeights& a = b.attn;
-  d.wq_a = upload_linear(a.wq_a);
-  d.wq_b = upload_linear(a.wq_b);
-  d.wkv = upload_linear(a.wkv);
-  d.wo_a = upload_linear(a.wo_a);
-  d.wo_b = upload_linear(a.wo_b);
+  d.wq_a = upload_linear(a.wq_a, source);
+  d.wq_b = upload_linear(a.wq_b, source);
+  d.wkv = upload_linear(a.wkv, source);
+  d.wo_a = upload_linear(a.wo_a, source);
+  d.wo_b = upload_linear(a.wo_b, source);
   d.q_norm = to_device(a.q_norm);
   d.kv_norm = to_device(a.kv_norm);
   d.attn_sink = to_device(a.attn_sink);
-  if (a.compressor) d.compressor = upload_compressor(*a.compressor);
+  if (a.compressor) d.compressor = upload_compressor(*a.compressor, source);
   if (a.indexer) {
-    d.index_wq_b = upload_linear(a.indexer->wq_b);
-    d.index_weights_proj = upload_linear(a.indexer->weights_proj);
-    d.index_compressor = upload_compressor(a.indexer->compressor);
+    d.index_wq_b = upload_linear(a.indexer->wq_b, source);
+    d.index_weights_proj = upload_linear(a.indexer->weights_proj, source);
+    d.index_compressor = upload_compressor(a.indexer->compressor, source);
   }
-  d.gate = upload_linear(b.ffn.gate);
+  d.gate = upload_linear(b.ffn.gate, source);
   if (!b.ffn.gate_bias.empty()) d.gate_bias = to_device(b.ffn.gate_bias);
   if (!b.ffn.tid2eid.empty()) d.tid2eid = to_device(b.ffn.tid2eid);
-  d.experts.w1 = upload_experts(b.ffn.experts, &ExpertWeights::w1);
-  d.experts.w2 = upload_experts(b.ffn.experts, &ExpertWeights::w2);
-  d.experts.w3 = upload_experts(b.ffn.experts, &ExpertWeights::w3);
+  d.experts.w1 = upload_experts(b.ffn.experts, &ExpertWeights::w1, source);
+  d.experts.w2 = upload_experts(b.ffn.experts, &ExpertWeights::w2, source);
+  d.experts.w3 = upload_experts(b.ffn.experts, &ExpertWeights::w3, source);
   if (b.ffn.shared) {
-    d.shared = DeviceExpert{upload_linear(b.ffn.shared->w1), upload_linear(b.ffn.shared->w2),
-                            upload_linear(b.ffn.shared->w3)};
+    d.shared = DeviceExpert{upload_linear(b.ffn.shared->w1, source), upload_linear(b.ffn.shared->w2, source),
+                            upload_linear(b.ffn.shared->w3, source)};
   }
   return d;
 }
@@ -190,50 +223,6 @@ struct DeviceMtp {
 };
 
 size_t device_bytes(const DeviceLinear& l) { return l.weight.bytes() + l.scale.bytes(); }
-
-// ---------------------------------------------------------------- host-side batch checks
-
-// Same checks as the CPU backend, before any KV is touched.
-void validate_chunk(const ModelConfig& config, const KvLayout& layout,
-                    std::span<const int32_t> tokens, int64_t start_pos, const BlockTables* blocks,
-                    int64_t num_logits, size_t index) {
-  const auto where = [&] { return str_cat("chunk ", index, ": "); };
-  if (tokens.empty()) fail(where(), "no tokens");
-  if (blocks == nullptr) fail(where(), "no block tables");
-  if (start_pos < 0) fail(where(), "negative start position");
-  const int64_t end = start_pos + static_cast<int64_t>(tokens.size());
-  if (end > config.max_position_embeddings) {
-    fail(where(), "positions up to ", end, " exceed max_position_embeddings ",
-         config.max_position_embeddings);
-  }
-  if (num_logits < 0 || num_logits > static_cast<int64_t>(tokens.size())) {
-    fail(where(), "num_logits ", num_logits, " outside [0, ", tokens.size(), "]");
-  }
-  for (const int32_t token : tokens) {
-    if (token < 0 || token >= config.vocab_size) {
-      fail(where(), "token id ", token, " outside the vocabulary [0, ", config.vocab_size, ")");
-    }
-  }
-  const int64_t last_block = (end - 1) / kKvBlockSize;
-  const int64_t first_window_block =
-      std::max<int64_t>(0, start_pos - std::max<int64_t>(config.sliding_window - 1, 1)) / kKvBlockSize;
-  for (int64_t b = first_window_block; b <= last_block; ++b) {
-    if (b >= static_cast<int64_t>(blocks->window.size()) || blocks->window[static_cast<size_t>(b)] == kNoPage) {
-      fail(where(), "no window page for block ", b);
-    }
-  }
-  if (blocks->compressed.size() != layout.compressed_ratios.size()) {
-    fail(where(), "block tables have ", blocks->compressed.size(), " compressed pools, expected ",
-         layout.compressed_ratios.size());
-  }
-  for (const auto& table : blocks->compressed) {
-    if (static_cast<int64_t>(table.size()) <= last_block) fail(where(), "no compressed page for block ", last_block);
-    for (int64_t b = 0; b <= last_block; ++b) {
-      if (table[static_cast<size_t>(b)] == kNoPage) fail(where(), "no compressed page for block ", b);
-    }
-  }
-}
-
 
 constexpr int64_t kPositionBucket = 8192;
 
@@ -300,12 +289,21 @@ struct CudaBackend::Impl {
       active_experts;
   DeviceBuffer<float> head_in, logits, hidden_out, mtp_e, mtp_ep;
   DeviceBuffer<float> partial;
+  // Speculative decoding: every layer's compressor state after each row, [rows][snapshot_floats]
+  // (layers at snapshot_offsets), taken while `take_snapshots` and copied to the chunks' host
+  // buffers after the step.
+  DeviceBuffer<float> snapshots;
+  std::vector<size_t> snapshot_offsets;  // per layer
+  size_t snapshot_floats = 0;
+  bool take_snapshots = false;
   LinearWorkspace workspace;
   DeviceBuffer<float> hc_workspace;
   DeviceBuffer<float> attention_workspace;
+  WeightSource source;
+  KvAllocation kv_allocation;
 
-  Impl(const ModelWeights& w, const KvLayout& l, const KvPoolSizes& s, int device)
-      : weights(w), config(w.config), layout(l), sizes(s) {
+  Impl(const ModelWeights& w, const KvLayout& l, const KvPoolSizes& s, int device, WeightSource weight_source)
+      : weights(w), config(w.config), layout(l), sizes(s), source(weight_source) {
     LONGCTX_CUDA_CHECK(cudaSetDevice(device));
     cudaDeviceProp properties{};
     LONGCTX_CUDA_CHECK(cudaGetDeviceProperties(&properties, device));
@@ -321,6 +319,13 @@ struct CudaBackend::Impl {
     }
     upload_weights();
     allocate_kv();
+    for (const LayerKvLayout& kv_layer : layout.layers) {
+      snapshot_offsets.push_back(snapshot_floats);
+      snapshot_floats += kv_layer.state_floats;
+    }
+    // Generated weights and the pool memsets ran on the legacy default stream, which the
+    // non-blocking `stream` does not wait for.
+    LONGCTX_CUDA_CHECK(cudaDeviceSynchronize());
     partial.resize(size_t{16} << 20);
     workspace = {partial.data(), partial.size(), sm_count};
     attention_workspace.resize(size_t{64} << 20);
@@ -352,16 +357,20 @@ struct CudaBackend::Impl {
     if (weights.embed.format != WeightFormat::kBF16) fail("CUDA backend: the embedding must be bf16");
     const size_t embed_bytes = weight_bytes_of(weights.embed);
     embed.resize(embed_bytes);
-    embed.upload(weights.embed.weight, embed_bytes);
-    head = upload_linear(weights.head);
+    if (weights.embed.weight == nullptr) {
+      generate_linear(weights.embed, 1, source, embed.data(), nullptr);
+    } else {
+      embed.upload(weights.embed.weight, embed_bytes);
+    }
+    head = upload_linear(weights.head, source);
     norm = to_device(weights.norm);
     final_hc = upload_hc(weights.hc_head);
-    for (const BlockWeights& b : weights.layers) blocks.push_back(upload_block(b));
+    for (const BlockWeights& b : weights.layers) blocks.push_back(upload_block(b, source));
     for (const MtpWeights& m : weights.mtp) {
       DeviceMtp d;
-      d.block = upload_block(m.block);
-      d.e_proj = upload_linear(m.e_proj);
-      d.h_proj = upload_linear(m.h_proj);
+      d.block = upload_block(m.block, source);
+      d.e_proj = upload_linear(m.e_proj, source);
+      d.h_proj = upload_linear(m.h_proj, source);
       d.enorm = to_device(m.enorm);
       d.hnorm = to_device(m.hnorm);
       d.norm = to_device(m.norm);
@@ -373,18 +382,37 @@ struct CudaBackend::Impl {
   }
 
   void allocate_kv() {
+    size_t free_before = 0, free_after = 0, total = 0;
+    LONGCTX_CUDA_CHECK(cudaDeviceSynchronize());
+    LONGCTX_CUDA_CHECK(cudaMemGetInfo(&free_before, &total));
     for (const LayerKvLayout& l : layout.layers) {
       DeviceBuffer<uint8_t> window(static_cast<size_t>(sizes.window_pages) * l.window_page_bytes);
       LONGCTX_CUDA_CHECK(cudaMemset(window.data(), 0, window.bytes()));
+      kv_allocation.window_bytes += window.bytes();
       window_pages.push_back(std::move(window));
       DeviceBuffer<uint8_t> compressed;
       if (l.compressed_pool >= 0) {
         compressed.resize(static_cast<size_t>(sizes.compressed_pages.at(static_cast<size_t>(l.compressed_pool))) *
                           l.compressed_page_bytes);
         LONGCTX_CUDA_CHECK(cudaMemset(compressed.data(), 0, compressed.bytes()));
+        kv_allocation.compressed_bytes += compressed.bytes();
       }
       compressed_pages.push_back(std::move(compressed));
     }
+    LONGCTX_CUDA_CHECK(cudaMemGetInfo(&free_after, &total));
+    kv_allocation.device_bytes = free_before > free_after ? free_before - free_after : 0;
+  }
+
+  void fill_kv_random(uint64_t seed) {
+    LONGCTX_CUDA_CHECK(cudaStreamSynchronize(stream));
+    for (size_t layer = 0; layer < layout.layers.size(); ++layer) {
+      const LayerKvLayout& l = layout.layers[layer];
+      const int64_t compressed =
+          l.compressed_pool >= 0 ? sizes.compressed_pages.at(static_cast<size_t>(l.compressed_pool)) : 0;
+      fill_kv_pages_random(kv_view(static_cast<int64_t>(layer)), sizes.window_pages, compressed,
+                           seed + 0x100000001b3ull * layer, stream);
+    }
+    LONGCTX_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
   KvLayerView kv_view(int64_t layer) {
@@ -593,7 +621,9 @@ struct CudaBackend::Impl {
     if (b.compressor) {
       const CompressorView* index_view = b.index_compressor ? &b.index_compressor->view : nullptr;
       run_compressors(view, batch, b.compressor->view, comp_kv.data(), comp_score.data(), index_view,
-                      index_kv.data(), index_score.data(), inv_freq, eps, stream);
+                      index_kv.data(), index_score.data(), inv_freq, eps, stream,
+                      take_snapshots ? snapshots.data() : nullptr, static_cast<int64_t>(snapshot_floats),
+                      static_cast<int64_t>(snapshot_offsets[static_cast<size_t>(host.layer)]));
     }
     const int32_t* selection = nullptr;
     if (b.index_wq_b) {
@@ -772,12 +802,45 @@ struct CudaBackend::Impl {
       decode = decode && chunk.tokens.size() == 1 && chunk.num_logits == 1;
     }
     prepare(chunks);
-    if (decode && use_graphs) {
+    take_snapshots = std::any_of(fb.chunks.begin(), fb.chunks.end(),
+                                 [](const SequenceChunk& chunk) { return chunk.state_snapshots != nullptr; });
+    if (take_snapshots) grow(snapshots, static_cast<size_t>(rows) * snapshot_floats);
+    if (decode && use_graphs && !take_snapshots) {
       compute_decode(fb.return_hidden);
     } else {
       compute(fb.return_hidden);
     }
+    if (take_snapshots) {
+      size_t first_row = 0;
+      for (const SequenceChunk& chunk : fb.chunks) {
+        if (chunk.state_snapshots != nullptr) {
+          LONGCTX_CUDA_CHECK(cudaMemcpyAsync(chunk.state_snapshots, snapshots.data() + first_row * snapshot_floats,
+                                             chunk.tokens.size() * snapshot_floats * sizeof(float),
+                                             cudaMemcpyDeviceToHost, stream));
+        }
+        first_row += chunk.tokens.size();
+      }
+      take_snapshots = false;
+    }
     download(output, fb.return_hidden);
+  }
+
+  void restore_state(const BlockTables& tables, int64_t position, const float* snapshot) {
+    const int64_t block = position / kKvBlockSize;
+    if (position < 0 || block >= static_cast<int64_t>(tables.window.size()) ||
+        tables.window[static_cast<size_t>(block)] == kNoPage) {
+      fail("restore_state: no window page for position ", position);
+    }
+    const int64_t page = tables.window[static_cast<size_t>(block)];
+    for (const LayerKvLayout& kv_layer : layout.layers) {
+      if (kv_layer.state_floats == 0) continue;
+      uint8_t* state = window_pages[static_cast<size_t>(kv_layer.layer)].data() +
+                       static_cast<size_t>(page) * kv_layer.window_page_bytes + kv_layer.state_offset;
+      LONGCTX_CUDA_CHECK(cudaMemcpyAsync(state, snapshot + snapshot_offsets[static_cast<size_t>(kv_layer.layer)],
+                                         kv_layer.state_floats * sizeof(float), cudaMemcpyHostToDevice, stream));
+    }
+    // The host snapshot may be reused as soon as this returns.
+    LONGCTX_CUDA_CHECK(cudaStreamSynchronize(stream));
   }
 
   void forward_mtp(std::span<const MtpChunk> mtp_chunks, int64_t mtp_index, ForwardOutput* output) {
@@ -821,13 +884,27 @@ struct CudaBackend::Impl {
 
 CudaBackend::CudaBackend(const ModelWeights& weights, const KvLayout& layout, const KvPoolSizes& sizes,
                          int device)
-    : impl_(std::make_unique<Impl>(weights, layout, sizes, device)) {}
+    : impl_(std::make_unique<Impl>(weights, layout, sizes, device, WeightSource{})) {}
+
+CudaBackend::CudaBackend(const ModelWeights& skeleton, const KvLayout& layout, const KvPoolSizes& sizes,
+                         DeviceRandomWeights random, int device)
+    : impl_(std::make_unique<Impl>(skeleton, layout, sizes, device, WeightSource{true, random.seed})) {}
+
+void CudaBackend::fill_kv_random(uint64_t seed) { impl_->fill_kv_random(seed); }
+
+CudaBackend::KvAllocation CudaBackend::kv_allocation() const { return impl_->kv_allocation; }
 
 CudaBackend::~CudaBackend() = default;
 
 const KvLayout& CudaBackend::kv_layout() const { return impl_->layout; }
 
 void CudaBackend::forward(const ForwardBatch& batch, ForwardOutput* output) { impl_->forward(batch, output); }
+
+size_t CudaBackend::state_snapshot_floats() const { return impl_->snapshot_floats; }
+
+void CudaBackend::restore_state(const BlockTables& blocks, int64_t position, const float* snapshot) {
+  impl_->restore_state(blocks, position, snapshot);
+}
 
 void CudaBackend::forward_mtp(std::span<const MtpChunk> chunks, int64_t mtp_index, ForwardOutput* output) {
   impl_->forward_mtp(chunks, mtp_index, output);

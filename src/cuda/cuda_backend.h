@@ -9,6 +9,7 @@
 // a row's logits do not depend on the rest of the batch (the backend is batch-invariant).
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -23,6 +24,15 @@ class CudaBackend : public Backend {
   // Uploads the weights and allocates the KV pools on device `device`.
   CudaBackend(const ModelWeights& weights, const KvLayout& layout, const KvPoolSizes& sizes,
               int device = 0);
+  // Benchmarks at full size without a checkpoint: every linear of `skeleton` that has no data
+  // (weight == nullptr) is made on the device, N(0, 1/sqrt(in)) (the embedding N(0, 1)) quantized
+  // into its stored format exactly as a released checkpoint is; the small fp32 vectors come from
+  // the skeleton. The skeleton must outlive the backend, as a loaded model must.
+  struct DeviceRandomWeights {
+    uint64_t seed = 0;
+  };
+  CudaBackend(const ModelWeights& skeleton, const KvLayout& layout, const KvPoolSizes& sizes,
+              DeviceRandomWeights random, int device = 0);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -31,10 +41,26 @@ class CudaBackend : public Backend {
   const KvLayout& kv_layout() const override;
   void forward(const ForwardBatch& batch, ForwardOutput* output) override;
   void forward_mtp(std::span<const MtpChunk> chunks, int64_t mtp_index, ForwardOutput* output) override;
+  // Speculative decoding: compressor-state snapshots taken by the compressor kernels.
+  bool supports_state_snapshots() const override { return true; }
+  size_t state_snapshot_floats() const override;
+  void restore_state(const BlockTables& blocks, int64_t position, const float* snapshot) override;
 
   // Bytes of device memory held for weights and for the KV pools.
   size_t weight_bytes() const;
   size_t kv_bytes() const;
+
+  // The KV pools as allocated: bytes of the window and compressed page buffers, and how much the
+  // device's free memory dropped while they were allocated (allocation granularity included).
+  struct KvAllocation {
+    size_t window_bytes = 0;
+    size_t compressed_bytes = 0;
+    size_t device_bytes = 0;
+  };
+  KvAllocation kv_allocation() const;
+  // Fills every page of every layer with random entries stored in the cache's format and a finite
+  // compressor state: decode at a long context can be timed without running the prefill.
+  void fill_kv_random(uint64_t seed);
 
   struct Impl;
 

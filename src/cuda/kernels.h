@@ -38,11 +38,15 @@ struct LinearView {
   int64_t group_scale_bytes = 0;
 };
 
-// Scratch for split-K partial sums (the K-chunk partials of small problems).
+// Scratch for split-K partial sums (the K-chunk partials of small problems). Calls with at most
+// gemv_max_rows rows (per busy expert group, on average) stream the weights with the GEMV kernel
+// instead of the tiled one: same operations in the same order, the same bits; 0 forces the tiled
+// kernel (tests compare the two).
 struct LinearWorkspace {
   float* partial = nullptr;
   size_t floats = 0;
   int sm_count = 132;
+  int gemv_max_rows = 8;
 };
 
 // y[r, o] = sum_k x[r, c(o) + k] W[o, k] for r < rows; c(o) = (o / x_group_outputs) * in when
@@ -175,11 +179,15 @@ struct CompressorView {
   int channels = 0;
 };
 // Streams every chunk's projections ([rows, width] each) through the main compressor and,
-// when index != nullptr, the indexer's; completed entries are finished and stored.
+// when index != nullptr, the indexer's; completed entries are finished and stored. With
+// `snapshots` (speculative decoding), the layer's whole state after each row's position is
+// copied to snapshots[row * snapshot_stride + snapshot_offset ...] (state_floats of the layer),
+// so that a rejected draft can be rolled back.
 void run_compressors(const KvLayerView& kv, const BatchView& batch, const CompressorView& main,
                      const float* main_kv, const float* main_score, const CompressorView* index,
                      const float* index_kv, const float* index_score, const float* inv_freq,
-                     float eps, cudaStream_t stream);
+                     float eps, cudaStream_t stream, float* snapshots = nullptr,
+                     int64_t snapshot_stride = 0, int64_t snapshot_offset = 0);
 
 // ---------------------------------------------------------------- indexer.cu
 // scores[i, e] (row stride score_stride) = sum_h w[r, h] relu(q[r, h] . key_e) for rows
@@ -229,5 +237,18 @@ void swiglu(const float* gate, const float* up, int64_t rows, int64_t inter,
 void moe_combine(const float* slot_out, const int32_t* entry_slot, const int32_t* experts,
                  int64_t rows, int k, int64_t hidden, const float* shared, float* out,
                  cudaStream_t stream);
+
+// ---------------------------------------------------------------- synthetic.cu
+// Random data made on the device for benchmarks (never used by the forward).
+// `groups` stacked [out, in] matrices of N(0, stddev) values in the stored format: bf16, fp8 e4m3
+// with one e8m0 scale per 128x128 block (from the block's amax), or packed e2m1 with one per 32.
+void fill_linear_random(uint8_t* weight, uint8_t* scale, int format, int64_t out, int64_t in, int64_t groups,
+                        float stddev, uint64_t seed, cudaStream_t stream);
+// out[i] = mean + stddev * N(0, 1).
+void fill_floats_random(float* out, int64_t count, float mean, float stddev, uint64_t seed, cudaStream_t stream);
+// Every window page (ring entries and a finite compressor state) and compressed page (entries and
+// indexer keys) of one layer, each vector N(0, 1) stored through the cache's encoders.
+void fill_kv_pages_random(const KvLayerView& kv, int64_t window_pages, int64_t compressed_pages, uint64_t seed,
+                          cudaStream_t stream);
 
 }  // namespace longctx::cuda

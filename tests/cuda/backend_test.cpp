@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <random>
 
+#include "cuda/cuda_backend.h"
+#include "longctx/engine.h"
 #include "engine/model_session.h"
 #include "longctx/error.h"
 #include "engine/sequence_runner.h"
@@ -232,6 +234,186 @@ TEST_F(CudaBackendTest, BadInputIsAnError) {
   batch.chunks.push_back({bad, 0, &tables, 1});
   ForwardOutput out;
   EXPECT_THROW(session.backend().forward(batch, &out), Error);
+}
+
+// ---------------------------------------------------------------- weights made on the device
+
+void drop_data(LinearWeight& w) {
+  w.weight = nullptr;
+  w.scale = nullptr;
+}
+
+void drop_data(CompressorWeights& c) {
+  drop_data(c.wkv);
+  drop_data(c.wgate);
+}
+
+void drop_data(BlockWeights& b) {
+  AttentionWeights& a = b.attn;
+  for (LinearWeight* w : {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b, &b.ffn.gate}) drop_data(*w);
+  if (a.compressor) drop_data(*a.compressor);
+  if (a.indexer) {
+    drop_data(a.indexer->wq_b);
+    drop_data(a.indexer->weights_proj);
+    drop_data(a.indexer->compressor);
+  }
+  for (ExpertWeights& e : b.ffn.experts) {
+    for (LinearWeight* w : {&e.w1, &e.w2, &e.w3}) drop_data(*w);
+  }
+  if (b.ffn.shared) {
+    for (LinearWeight* w : {&b.ffn.shared->w1, &b.ffn.shared->w2, &b.ffn.shared->w3}) drop_data(*w);
+  }
+}
+
+// The tiny model's parameter list with no linear data: the backend makes those on the device.
+ModelWeights skeleton_of(const ModelWeights& weights) {
+  ModelWeights w = weights;
+  drop_data(w.embed);
+  drop_data(w.head);
+  for (BlockWeights& b : w.layers) drop_data(b);
+  for (MtpWeights& m : w.mtp) {
+    drop_data(m.block);
+    drop_data(m.e_proj);
+    drop_data(m.h_proj);
+  }
+  return w;
+}
+
+// Prefill of `prompt` tokens then `steps` decode steps; with random_kv the prompt's positions
+// are booked without a forward and filled with random entries instead.
+std::vector<float> run_generated(const ModelWeights& skeleton, uint64_t seed, int64_t prompt, int64_t steps,
+                                 bool random_kv) {
+  const ModelConfig& c = skeleton.config;
+  const KvLayout layout = make_kv_layout(c, {KvDtype::kFP8, IndexerKeyDtype::kFP4});
+  const KvPoolSizes sizes = pool_sizes_for_blocks(layout, 4, 1);
+  KvCacheManager kv(layout, sizes, false);
+  CudaBackend backend(skeleton, layout, sizes, CudaBackend::DeviceRandomWeights{seed});
+  EXPECT_EQ(backend.kv_allocation().compressed_bytes + backend.kv_allocation().window_bytes, backend.kv_bytes());
+  const std::vector<int32_t> tokens = random_tokens(static_cast<size_t>(prompt + steps), 5, static_cast<int32_t>(c.vocab_size));
+  const auto id = kv.add_sequence();
+  std::vector<float> logits;
+  const std::span<const int32_t> head(tokens.data(), static_cast<size_t>(prompt));
+  EXPECT_TRUE(kv.reserve(id, prompt));
+  if (random_kv) {
+    backend.fill_kv_random(seed);
+  } else {
+    ForwardBatch batch;
+    batch.chunks.push_back({head, 0, &kv.tables(id), 1});
+    ForwardOutput out;
+    backend.forward(batch, &out);
+    logits = out.logits;
+  }
+  kv.commit(id, head);
+  for (int64_t step = 0; step < steps; ++step) {
+    const int64_t position = prompt + step;
+    EXPECT_TRUE(kv.reserve(id, position + 1));
+    const std::span<const int32_t> token(tokens.data() + position, 1);
+    ForwardBatch batch;
+    batch.chunks.push_back({token, position, &kv.tables(id), 1});
+    ForwardOutput out;
+    backend.forward(batch, &out);
+    logits.insert(logits.end(), out.logits.begin(), out.logits.end());
+    kv.commit(id, token);
+  }
+  return logits;
+}
+
+TEST(CudaGeneratedWeights, SameSeedSameLogitsAndAllFinite) {
+  const auto model = std::make_shared<const LoadedModel>(testing::tiny_model_dir());
+  const ModelWeights skeleton = skeleton_of(model->weights());
+  const std::vector<float> a = run_generated(skeleton, 3, 300, 4, false);
+  const std::vector<float> b = run_generated(skeleton, 3, 300, 4, false);
+  const std::vector<float> other = run_generated(skeleton, 4, 300, 4, false);
+  ASSERT_EQ(a.size(), static_cast<size_t>(5 * model->config().vocab_size));
+  for (const float v : a) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, other);
+  // Decode over random KV pages (no prefill) runs and stays finite.
+  const std::vector<float> decoded = run_generated(skeleton, 3, 300, 4, true);
+  ASSERT_EQ(decoded.size(), static_cast<size_t>(4 * model->config().vocab_size));
+  for (const float v : decoded) ASSERT_TRUE(std::isfinite(v));
+}
+
+// A checkpoint's linears must have data unless the weights are generated.
+TEST(CudaGeneratedWeights, MissingDataIsAnErrorWithoutGeneration) {
+  const auto model = std::make_shared<const LoadedModel>(testing::tiny_model_dir());
+  const ModelWeights skeleton = skeleton_of(model->weights());
+  const KvLayout layout = make_kv_layout(skeleton.config, {});
+  const KvPoolSizes sizes = pool_sizes_for_blocks(layout, 2, 1);
+  EXPECT_THROW(CudaBackend(skeleton, layout, sizes), Error);
+}
+
+
+// MTP speculative decoding on the GPU: the compressor kernels snapshot the state per verified
+// position and restore_state rolls a rejected draft back, so the output (tokens and logprobs,
+// bit for bit) is that of plain decoding. The random-weight model rejects nearly every draft;
+// a head that can only say token 7 makes drafts agree, so the accepting path runs too.
+TEST(CudaSpeculativeDecoding, SameTokensAndLogprobsAsPlainDecoding) {
+  const std::string random_dir = testing::test_model_dir("cuda-spec", test_model_preset("tiny"), 3);
+  const std::string peaked_dir = testing::test_model_dir("cuda-spec-peaked", test_model_preset("tiny"), 3);
+  testing::rewrite_tensor(peaked_dir, "head.weight", [](std::vector<uint8_t>& bytes, const TensorInfo& info) {
+    const size_t row_bytes = bytes.size() / static_cast<size_t>(info.shape[0]);
+    for (size_t row = 0; row < static_cast<size_t>(info.shape[0]); ++row) {
+      if (row != 7) std::fill_n(bytes.begin() + static_cast<long>(row * row_bytes), row_bytes, 0);
+    }
+  });
+  struct Output {
+    std::vector<std::vector<int32_t>> tokens;
+    std::vector<std::vector<float>> logprobs;
+    EngineMetrics metrics;
+  };
+  const auto run = [](const std::string& dir, int64_t speculative, double temperature) {
+    EngineOptions options;
+    options.device = "cuda";
+    options.num_speculative_tokens = speculative;
+    options.kv_cache_memory_gib = 0.25;
+    options.max_num_batched_tokens = 96;  // chunked prefill too
+    auto engine = Engine::create(std::make_shared<const LoadedModel>(dir), nullptr, options);
+    std::vector<std::shared_ptr<RequestHandle>> handles;
+    for (int i = 0; i < 6; ++i) {
+      GenerationRequest request;
+      request.prompt = random_tokens(static_cast<size_t>(40 + 37 * i), static_cast<uint32_t>(i), 1000);
+      request.sampling.max_tokens = 40;
+      request.sampling.ignore_eos = true;
+      request.sampling.temperature = temperature;
+      request.sampling.seed = static_cast<uint64_t>(100 + i);
+      request.sampling.logprobs = 0;
+      handles.push_back(engine->submit(request));
+    }
+    Output out;
+    for (auto& handle : handles) {
+      std::vector<int32_t> tokens;
+      std::vector<float> logprobs;
+      RequestEvent event;
+      while (handle->next(&event, std::chrono::seconds(120))) {
+        for (const SequenceDelta& delta : event.deltas) {
+          tokens.insert(tokens.end(), delta.tokens.begin(), delta.tokens.end());
+          for (const TokenLogprob& logprob : delta.logprobs) logprobs.push_back(logprob.logprob);
+        }
+        EXPECT_TRUE(event.error.empty()) << event.error;
+      }
+      out.tokens.push_back(tokens);
+      out.logprobs.push_back(logprobs);
+    }
+    out.metrics = engine->metrics();
+    EXPECT_EQ(engine->kv_pages_in_use(), 0);
+    return out;
+  };
+  for (const double temperature : {0.0, 1.0}) {
+    const Output plain = run(random_dir, 0, temperature);
+    const Output drafted = run(random_dir, 1, temperature);
+    EXPECT_EQ(drafted.tokens, plain.tokens) << "temperature " << temperature;
+    EXPECT_EQ(drafted.logprobs, plain.logprobs) << "temperature " << temperature;
+    EXPECT_GT(drafted.metrics.spec_decode_draft_tokens_total, 100);
+  }
+  const Output plain = run(peaked_dir, 0, 0.0);
+  const Output drafted = run(peaked_dir, 1, 0.0);
+  EXPECT_EQ(drafted.tokens, plain.tokens);
+  EXPECT_EQ(drafted.logprobs, plain.logprobs);
+  EXPECT_GT(drafted.metrics.spec_decode_accepted_tokens_total, 8);  // the accepting path ran
+  std::printf("CUDA MTP: peaked head drafts verified %lld, accepted %lld\n",
+              static_cast<long long>(drafted.metrics.spec_decode_draft_tokens_total),
+              static_cast<long long>(drafted.metrics.spec_decode_accepted_tokens_total));
 }
 
 }  // namespace

@@ -2,12 +2,15 @@
 # One device-machine session: GPU kernel tests (+ compute-sanitizer memcheck), backend tests,
 # and `longctx logits --device cuda` vs `--device cpu` on generated models. Binaries come from
 # $BIN (built on the CPU machine and carried); logs go to $OUT. Prints a table at the end.
-#   tests/cuda/device_run.sh [steps...]   steps: kernels memcheck backend e2e flash bench
+#   tests/cuda/device_run.sh [steps...]   steps: kernels memcheck backend e2e flash kbench fbench
+# (bench/cuda/device_bench.sh runs the figures of bench/README.md)
 set -uo pipefail
 BIN=${BIN:-.cuda-carry}
 OUT=${OUT:-/tmp/longctx-out}
 MODELS=${MODELS:-/tmp/longctx-models}
 mkdir -p "$OUT" "$MODELS"
+# The CLI links Debian's cpp-httplib; carried builds bring it under $BIN/lib.
+export LD_LIBRARY_PATH="$PWD/$BIN/lib:${LD_LIBRARY_PATH:-}"
 steps=("$@")
 [ ${#steps[@]} -eq 0 ] && steps=(kernels memcheck backend e2e)
 summary=()
@@ -57,13 +60,17 @@ for s in "${steps[@]}"; do
       [ -n "${flashgen_pid:-}" ] && wait "$flashgen_pid"
       cat "$OUT/flashgen.txt" 2>/dev/null | tee -a "$OUT/e2e.txt"
       step e2e_flash 400 env KEEP_LOGS=1 bash "$0" _flash ;;
-    kbench) step kernel_bench 200 "$BIN/cuda_kernel_bench" ${BENCH_REPEATS:-20} ;;
-    fbench)
+    serve)  # the OpenAI server on the GPU backend, plain and with MTP speculative decoding
+      "$BIN/longctx" make-test-model "$MODELS/serve" > /dev/null
+      step serve 120 python3 tests/cuda/serve_smoke.py "$BIN/longctx" "$MODELS/serve"
+      step serve_mtp 120 python3 tests/cuda/serve_smoke.py "$BIN/longctx" "$MODELS/serve" --num-speculative-tokens 1 ;;
+    kbench) step kernel_bench 200 "$BIN/longctx" bench kernels ${KBENCH_ARGS:-} ;;
+    fbench)  # prefill 4096 (+ 32768 in chunks of 8192) and decode on the generated 4-layer Flash model
       [ -n "${flashgen_pid:-}" ] && wait "$flashgen_pid"
-      step fbench_ctx4096_b1 120 "$BIN/cuda_forward_bench" "$MODELS/flash4" 4096 32 1
-      step fbench_ctx4096_b16 150 "$BIN/cuda_forward_bench" "$MODELS/flash4" 4096 32 16
-      step fbench_ctx4096_b1_nographs 120 env LONGCTX_CUDA_GRAPHS=0 "$BIN/cuda_forward_bench" "$MODELS/flash4" 4096 32 1
-      step fbench_ctx32768_b4 200 "$BIN/cuda_forward_bench" "$MODELS/flash4" 32768 32 4 8192 ;;
+      step fbench_ctx4096_b1 120 "$BIN/longctx" bench e2e --model "$MODELS/flash4" --context 4128 --decode-steps 32 --chunk 4096
+      step fbench_ctx4096_b16 150 "$BIN/longctx" bench e2e --model "$MODELS/flash4" --context 4128 --decode-steps 32 --chunk 4096 --batch 16
+      step fbench_ctx4096_b1_nographs 120 env LONGCTX_CUDA_GRAPHS=0 "$BIN/longctx" bench e2e --model "$MODELS/flash4" --context 4128 --decode-steps 32 --chunk 4096
+      step fbench_ctx32768_b4 200 "$BIN/longctx" bench e2e --model "$MODELS/flash4" --context 32800 --decode-steps 32 --batch 4 ;;
     _e2e)
       "$BIN/longctx" make-test-model "$MODELS/tiny" > /dev/null
       "$BIN/longctx" make-test-model "$MODELS/probe" --dtype bf16 --experts bf16 --hash-layers 4 --index-topk 512 > /dev/null

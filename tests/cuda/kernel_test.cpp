@@ -11,9 +11,12 @@
 //    the rest off by at most one quantization step (max error bounded per test).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <numeric>
+#include <random>
 #include <set>
 
 #include "common/block_quant.h"
@@ -160,6 +163,144 @@ TEST(CudaLinear, ExpertGroupsMatchCpu) {
   cuda::grouped_linear(view, experts, doffsets.data(), dcounts.data(), static_cast<int64_t>(slot_rows.size()), dx.data(),
                        in, drows.data(), dz.data(), out, workspace.view(), nullptr, busy.data());
   EXPECT_EQ(download(dz, dz.size()), y);
+}
+
+// The GEMV path (rows <= 8, per expert group on average) against the tiled kernel, bit for bit:
+// the same fma chains per 256-chunk and the same in-order chunk sums. Covers every weight format,
+// `in` not a multiple of 256, several K stages, outputs not a multiple of the output tile, row
+// strides, the grouped wo_a input, expert groups (row gather, busy-group list, groups with more
+// rows than one pass) and extreme scales (fp4 scale bytes above 240 take the other decode).
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+TEST(CudaLinear, GemvMatchesTiledBitwise) {
+  Workspace workspace;
+  cuda::LinearWorkspace gemv = workspace.view();
+  cuda::LinearWorkspace tiled = workspace.view();
+  tiled.gemv_max_rows = 0;
+  struct Shape {
+    int64_t out, in;
+  };
+  int cases = 0;
+  for (const WeightFormat format : {WeightFormat::kBF16, WeightFormat::kFP8, WeightFormat::kFP4}) {
+    for (const Shape shape : {Shape{200, 384}, Shape{37, 1056}, Shape{1000, 4096}, Shape{4096, 1024},
+                              Shape{96, 9216}}) {
+      const int64_t out = shape.out, in = shape.in;
+      HostLinear w = random_linear(format, out, in, static_cast<uint32_t>(31 + out + in));
+      if (format == WeightFormat::kFP4 && out == 200) {  // scales across the three fp4 decodes
+        const uint8_t edges[] = {0, 1, 104, 105, 128, 129, 200, 240, 241, 250, 254};
+        for (size_t i = 0; i < w.scale.size(); i += 5) w.scale[i] = edges[(i / 5) % std::size(edges)];
+      }
+      if (format == WeightFormat::kFP8 && out == 200) w.scale[1] = 0;
+      const DeviceLinear d = upload(w);
+      const int64_t x_stride = in + 32, y_stride = out + 3;
+      const std::vector<float> x = random_floats(static_cast<size_t>(8 * x_stride), 1.0f, 12);
+      const DeviceBuffer<float> dx = to_device(x);
+      for (int64_t rows = 1; rows <= 8; ++rows) {
+        DeviceBuffer<float> y1(static_cast<size_t>(rows * y_stride)), y2(y1.size());
+        LONGCTX_CUDA_CHECK(cudaMemset(y1.data(), 0xff, y1.size() * sizeof(float)));
+        LONGCTX_CUDA_CHECK(cudaMemset(y2.data(), 0xff, y2.size() * sizeof(float)));
+        cuda::linear(d.view, dx.data(), x_stride, rows, y1.data(), y_stride, 0, gemv, nullptr);
+        cuda::linear(d.view, dx.data(), x_stride, rows, y2.data(), y_stride, 0, tiled, nullptr);
+        const std::vector<float> a = download(y1, y1.size()), b = download(y2, y2.size());
+        EXPECT_TRUE(same_bits(a, b)) << format_name(format) << " [" << out << " x " << in << "] rows " << rows;
+        ++cases;
+        if (rows == 3 && !(out == 200 && format != WeightFormat::kBF16)) {  // and the CPU reference
+          std::vector<float> xs(static_cast<size_t>(rows * in)), ref(static_cast<size_t>(rows * out)), ys(ref.size());
+          for (int64_t r = 0; r < rows; ++r) {
+            std::copy_n(x.begin() + r * x_stride, in, xs.begin() + r * in);
+            std::copy_n(a.begin() + r * y_stride, out, ys.begin() + r * out);
+          }
+          cpu::linear(w.w, xs.data(), rows, ref.data());
+          EXPECT_LE(relative_error(ys, ref), 1e-5) << format_name(format) << " [" << out << " x " << in << "]";
+        }
+      }
+    }
+  }
+  // Grouped wo_a: output o reads the input slice of group o / per_group (the tiled kernel needs
+  // groups of a multiple of 128 outputs).
+  for (const int64_t per_group : {128, 256}) {
+    const int64_t groups = 512 / per_group, in = 512;
+    const HostLinear w = random_linear(WeightFormat::kFP8, groups * per_group, in, 77);
+    const DeviceLinear d = upload(w);
+    const std::vector<float> x = random_floats(static_cast<size_t>(8 * groups * in), 1.0f, 78);
+    const DeviceBuffer<float> dx = to_device(x);
+    for (int64_t rows = 1; rows <= 8; ++rows) {
+      DeviceBuffer<float> y1(static_cast<size_t>(rows * groups * per_group)), y2(y1.size());
+      cuda::linear(d.view, dx.data(), groups * in, rows, y1.data(), groups * per_group, per_group, gemv, nullptr);
+      cuda::linear(d.view, dx.data(), groups * in, rows, y2.data(), groups * per_group, per_group, tiled, nullptr);
+      EXPECT_TRUE(same_bits(download(y1, y1.size()), download(y2, y2.size())))
+          << "grouped wo_a, " << per_group << " outputs per group, rows " << rows;
+      ++cases;
+    }
+  }
+  // Expert groups: each of `tokens` tokens picks 3 of 7 experts; slot rows gathered from x.
+  std::mt19937 random(5);
+  for (const WeightFormat format : {WeightFormat::kFP4, WeightFormat::kFP8, WeightFormat::kBF16}) {
+    const int experts = 7, k = 3;
+    const int64_t out = format == WeightFormat::kFP4 ? 256 : 136, in = format == WeightFormat::kFP4 ? 1024 : 640;
+    std::vector<HostLinear> hosts;
+    std::vector<uint8_t> weights, scales;
+    for (int e = 0; e < experts; ++e) {
+      hosts.push_back(random_linear(format, out, in, 300 + static_cast<uint32_t>(e)));
+      weights.insert(weights.end(), hosts.back().weight.begin(), hosts.back().weight.end());
+      scales.insert(scales.end(), hosts.back().scale.begin(), hosts.back().scale.end());
+    }
+    const DeviceBuffer<uint8_t> dw = to_device(weights);
+    DeviceBuffer<uint8_t> ds;
+    if (!scales.empty()) ds = to_device(scales);
+    const cuda::LinearView view{dw.data(), ds.data(), code_of(format), out, in,
+                                static_cast<int64_t>(hosts[0].weight.size()), static_cast<int64_t>(hosts[0].scale.size())};
+    for (const int64_t tokens : {1, 2, 3, 8, 13}) {
+      std::vector<std::vector<int32_t>> members(experts);
+      for (int64_t t = 0; t < tokens; ++t) {
+        std::vector<int32_t> pool(experts);
+        std::iota(pool.begin(), pool.end(), 0);
+        std::shuffle(pool.begin(), pool.end(), random);
+        for (int j = 0; j < k; ++j) members[static_cast<size_t>(pool[static_cast<size_t>(j)])].push_back(static_cast<int32_t>(t));
+      }
+      std::vector<int32_t> offsets, counts, slot_rows, busy;
+      for (int e = 0; e < experts; ++e) {
+        offsets.push_back(static_cast<int32_t>(slot_rows.size()));
+        counts.push_back(static_cast<int32_t>(members[static_cast<size_t>(e)].size()));
+        if (counts.back() > 0) busy.push_back(e);
+        slot_rows.insert(slot_rows.end(), members[static_cast<size_t>(e)].begin(), members[static_cast<size_t>(e)].end());
+      }
+      busy.resize(experts, -1);
+      const int64_t slots = static_cast<int64_t>(slot_rows.size());
+      const std::vector<float> x = random_floats(static_cast<size_t>(tokens * in), 1.0f, 400 + static_cast<uint32_t>(tokens));
+      const DeviceBuffer<float> dx = to_device(x);
+      const DeviceBuffer<int32_t> doffsets = to_device(offsets), dcounts = to_device(counts), drows = to_device(slot_rows),
+                                  dbusy = to_device(busy);
+      std::vector<float> reference;
+      for (const bool with_list : {false, true}) {
+        for (const bool use_gemv : {true, false}) {
+          DeviceBuffer<float> y(static_cast<size_t>(slots * out));
+          LONGCTX_CUDA_CHECK(cudaMemset(y.data(), 0xff, y.size() * sizeof(float)));
+          cuda::grouped_linear(view, experts, doffsets.data(), dcounts.data(), slots, dx.data(), in, drows.data(), y.data(),
+                               out, use_gemv ? gemv : tiled, nullptr, with_list ? dbusy.data() : nullptr);
+          const std::vector<float> result = download(y, y.size());
+          if (reference.empty()) {
+            reference = result;
+            std::vector<float> ref(result.size());
+            for (int e = 0, s = 0; e < experts; ++e) {
+              for (int32_t i = 0; i < counts[static_cast<size_t>(e)]; ++i, ++s) {
+                cpu::linear(hosts[static_cast<size_t>(e)].w, x.data() + slot_rows[static_cast<size_t>(s)] * in, 1,
+                            ref.data() + s * out);
+              }
+            }
+            EXPECT_LE(relative_error(result, ref), 1e-5) << format_name(format) << " experts, tokens " << tokens;
+          } else {
+            EXPECT_TRUE(same_bits(result, reference)) << format_name(format) << " experts, tokens " << tokens
+                                                      << (with_list ? ", busy list" : "") << (use_gemv ? ", gemv" : ", tiled");
+          }
+          ++cases;
+        }
+      }
+    }
+  }
+  std::printf("gemv vs tiled: %d cases compared bit for bit\n", cases);
 }
 
 TEST(CudaQuant, Fp8ActivationSimulationIsExact) {
@@ -857,6 +998,147 @@ TEST(CudaMoe, RoutingAndSublayerMatchCpu) {
                 hash ? "hash" : "scored", weight_error, close, error);
     EXPECT_GE(close, 0.99);
     EXPECT_LE(error, 5e-3);  // rare fp8 flips of the requantized SwiGLU output
+  }
+}
+
+// ---------------------------------------------------------------- synthetic (benchmark data)
+
+// Weights made on the device are in the stored format a released checkpoint uses: finite codes,
+// N(0, stddev) values, and each block's scale the one its amax gives: block_quant's power-of-two
+// ceiling puts amax / scale in (224, 448] for fp8 and (3, 6] for fp4, so the largest decoded
+// |code| of a block is in [224, 448] (values just above 224 round to 224) or in {3, 4, 6}.
+TEST(CudaSynthetic, LinearWeightsAreValidStoredFormats) {
+  const int64_t out = 384, in = 512;
+  const float stddev = 0.05f;
+  for (const WeightFormat format : {WeightFormat::kBF16, WeightFormat::kFP8, WeightFormat::kFP4}) {
+    LinearWeight w;
+    w.format = format;
+    w.out = out;
+    w.in = in;
+    const size_t weight_bytes = format == WeightFormat::kBF16 ? out * in * 2 : (format == WeightFormat::kFP8 ? out * in : out * in / 2);
+    const size_t scale_bytes = format == WeightFormat::kBF16 ? 0 : (format == WeightFormat::kFP8 ? 3 * 4 : out * in / 32);
+    const int64_t groups = 2;
+    DeviceBuffer<uint8_t> weight(weight_bytes * groups), scale(std::max<size_t>(scale_bytes * groups, 1));
+    cuda::fill_linear_random(weight.data(), scale.data(), code_of(format), out, in, groups, stddev, 7, nullptr);
+    const std::vector<uint8_t> wh = download(weight, weight.size());
+    const std::vector<uint8_t> sh = download(scale, scale.size());
+    double sum = 0, square = 0;
+    std::vector<float> row(static_cast<size_t>(in));
+    for (int64_t g = 0; g < groups; ++g) {
+      w.weight = wh.data() + g * weight_bytes;
+      w.scale = sh.data() + g * scale_bytes;
+      for (int64_t r = 0; r < out; ++r) {
+        w.decode_row(r, row.data());
+        for (const float v : row) {
+          ASSERT_TRUE(std::isfinite(v));
+          sum += v;
+          square += static_cast<double>(v) * v;
+        }
+      }
+    }
+    const double n = static_cast<double>(groups * out * in);
+    const double mean = sum / n, deviation = std::sqrt(square / n - mean * mean);
+    std::printf("synthetic %s weights: mean %.2e, stddev %.4f (asked %.4f)\n", format_name(format), mean, deviation,
+                stddev);
+    EXPECT_LT(std::fabs(mean), 0.02 * stddev);
+    EXPECT_NEAR(deviation, stddev, 0.03 * stddev);
+    // The two groups differ.
+    EXPECT_NE(std::vector<uint8_t>(wh.begin(), wh.begin() + 64),
+              std::vector<uint8_t>(wh.begin() + weight_bytes, wh.begin() + weight_bytes + 64));
+    if (format == WeightFormat::kFP8) {
+      const float* fp8 = fp8_e4m3_table();
+      for (int64_t g = 0; g < groups; ++g) {
+        for (int64_t br = 0; br < 3; ++br) {
+          for (int64_t bc = 0; bc < 4; ++bc) {
+            float amax = 0;
+            for (int64_t r = br * 128; r < br * 128 + 128; ++r) {
+              for (int64_t c = bc * 128; c < bc * 128 + 128; ++c) {
+                const uint8_t code = wh[static_cast<size_t>(g * out * in + r * in + c)];
+                ASSERT_NE(code & 0x7f, 0x7f) << "NaN code";
+                amax = std::max(amax, std::fabs(fp8[code]));
+              }
+            }
+            EXPECT_GE(amax, 224.0f);
+            EXPECT_LE(amax, 448.0f);
+          }
+        }
+      }
+    }
+    if (format == WeightFormat::kFP4) {
+      const float* fp4 = fp4_e2m1_table();
+      for (size_t b = 0; b < static_cast<size_t>(groups * out * in / 32); ++b) {
+        float amax = 0;
+        for (size_t i = 0; i < 16; ++i) {
+          const uint8_t byte = wh[b * 16 + i];
+          amax = std::max({amax, std::fabs(fp4[byte & 0xf]), std::fabs(fp4[byte >> 4])});
+        }
+        ASSERT_TRUE(amax == 3.0f || amax == 4.0f || amax == 6.0f) << "block " << b << " amax " << amax;
+      }
+    }
+  }
+}
+
+// Random KV pages hold entries and keys that the cache's codecs read back finite and that are
+// representable in the storage format (stored again and read back, the same values; the bytes
+// may differ where a block's amax sits on a scale boundary), and a finite compressor state.
+TEST(CudaSynthetic, KvPagesHoldValidEntries) {
+  const ModelConfig c = small_config();
+  for (const KvCacheOptions options : {KvCacheOptions{KvDtype::kF32, IndexerKeyDtype::kF32},
+                                       KvCacheOptions{KvDtype::kBF16, IndexerKeyDtype::kBF16},
+                                       KvCacheOptions{KvDtype::kFP8, IndexerKeyDtype::kFP4}}) {
+    const KvLayout layout = make_kv_layout(c, options);
+    const LayerKvLayout& l = layout.layers[0];
+    const int64_t window_pages = 3, compressed_pages = 5;
+    DeviceBuffer<uint8_t> window(window_pages * l.window_page_bytes), compressed(compressed_pages * l.compressed_page_bytes);
+    cuda::fill_kv_pages_random(cuda::make_kv_layer_view(layout, 0, window.data(), compressed.data()), window_pages,
+                               compressed_pages, 5, nullptr);
+    const std::vector<uint8_t> wh = download(window, window.size());
+    const std::vector<uint8_t> ch = download(compressed, compressed.size());
+    const KvEntryCodec codec{options.kv_dtype, c.head_dim, c.qk_rope_head_dim};
+    const IndexerKeyCodec key_codec{options.indexer_dtype, c.index_head_dim};
+    std::vector<float> v(static_cast<size_t>(c.head_dim)), v_again(v.size());
+    std::vector<uint8_t> again(l.kv_entry_bytes);
+    const auto check_entry = [&](const uint8_t* bytes) {
+      codec.decode(bytes, v.data());
+      for (const float x : v) ASSERT_TRUE(std::isfinite(x));
+      codec.encode(v.data(), again.data());
+      codec.decode(again.data(), v_again.data());
+      ASSERT_EQ(v, v_again) << "not representable as a " << to_string(options.kv_dtype) << " entry";
+    };
+    double square = 0;
+    int64_t count = 0;
+    for (int64_t p = 0; p < window_pages; ++p) {
+      const uint8_t* page = wh.data() + p * l.window_page_bytes;
+      for (int64_t e = 0; e < l.window_entries; ++e) check_entry(page + e * l.kv_entry_bytes);
+      const float* state = reinterpret_cast<const float*>(page + l.state_offset);
+      for (size_t f = 0; f < l.state_floats; ++f) ASSERT_TRUE(std::isfinite(state[f]));
+      // The first accumulator's running sums are >= 1.
+      for (int64_t ch_index = 0; ch_index < l.main_accumulator.channels; ++ch_index) {
+        ASSERT_GE(state[l.main_accumulator.sum_offset() + ch_index], 1.0f);
+      }
+    }
+    std::vector<float> key(static_cast<size_t>(c.index_head_dim)), key_values_again(key.size());
+    std::vector<uint8_t> key_again(l.indexer_key_bytes);
+    for (int64_t p = 0; p < compressed_pages; ++p) {
+      const uint8_t* page = ch.data() + p * l.compressed_page_bytes;
+      for (int64_t e = 0; e < l.entries_per_page; ++e) {
+        check_entry(page + e * l.kv_entry_bytes);
+        for (const float x : v) square += static_cast<double>(x) * x;
+        count += static_cast<int64_t>(v.size());
+        const uint8_t* stored = page + l.indexer_offset + e * l.indexer_key_bytes;
+        key_codec.decode(stored, key.data());
+        for (const float x : key) ASSERT_TRUE(std::isfinite(x));
+        key_codec.encode(key.data(), key_again.data());
+        key_codec.decode(key_again.data(), key_values_again.data());
+        ASSERT_EQ(key, key_values_again);
+      }
+    }
+    const double rms = std::sqrt(square / static_cast<double>(count));
+    std::printf("synthetic KV pages (%s/%s): entries rms %.3f\n", to_string(options.kv_dtype),
+                to_string(options.indexer_dtype), rms);
+    EXPECT_NEAR(rms, 1.0, 0.1);
+    // Distinct pages hold distinct entries.
+    EXPECT_NE(0, std::memcmp(ch.data(), ch.data() + l.compressed_page_bytes, l.kv_entry_bytes));
   }
 }
 
