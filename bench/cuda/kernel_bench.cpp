@@ -1,0 +1,601 @@
+// longctx bench kernels: each hot kernel of the V4 forward at the layer shapes of V4-Flash and
+// V4-Pro, against the device's roofline. Bytes are the fewest the launch must move (each input
+// read once, each output written once: weights and scales, the KV bytes a decode row must read,
+// fp32 activations in and out); FLOPs are by formula (2 per multiply-add). Inputs are random and
+// made on the device; the L2 is flushed before every timed call.
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "cuda/cuda_check.h"
+#include "cuda/kernels.h"
+#include "cuda/kv_view.h"
+#include "cuda_bench.h"
+#include "kv/kv_layout.h"
+#include "longctx/error.h"
+#include "model/rope.h"
+#include "model/test_model.h"
+
+namespace longctx::bench {
+namespace {
+
+using namespace longctx::cuda;  // NOLINT: the kernels' namespace
+
+DeviceBuffer<float> random_floats(size_t count, uint64_t seed, float stddev = 1.0f) {
+  DeviceBuffer<float> buffer(count);
+  fill_floats_random(buffer.data(), static_cast<int64_t>(count), 0.0f, stddev, seed, nullptr);
+  return buffer;
+}
+
+size_t weight_bytes(int format, int64_t out, int64_t in) {
+  const size_t n = static_cast<size_t>(out * in);
+  switch (format) {
+    case kWeightBF16:
+      return 2 * n;
+    case kWeightFP8:
+      return n;
+    default:
+      return n / 2;
+  }
+}
+size_t scale_bytes(int format, int64_t out, int64_t in) {
+  switch (format) {
+    case kWeightBF16:
+      return 0;
+    case kWeightFP8:
+      return static_cast<size_t>(((out + 127) / 128) * ((in + 127) / 128));
+    default:
+      return static_cast<size_t>(out * (in / 32));
+  }
+}
+
+// `groups` stacked matrices made on the device in their stored format.
+struct DeviceMatrix {
+  DeviceBuffer<uint8_t> weight, scale;
+  LinearView view;
+  size_t bytes_per_group = 0;
+
+  DeviceMatrix(int format, int64_t out, int64_t in, int64_t groups, uint64_t seed) {
+    const size_t w = weight_bytes(format, out, in), s = scale_bytes(format, out, in);
+    weight.resize(w * static_cast<size_t>(groups));
+    if (s > 0) scale.resize(s * static_cast<size_t>(groups));
+    fill_linear_random(weight.data(), scale.data(), format, out, in, groups,
+                       1.0f / std::sqrt(static_cast<float>(in)), seed, nullptr);
+    view = {weight.data(),           scale.data(),           format, out, in,
+            static_cast<int64_t>(w), static_cast<int64_t>(s)};
+    bytes_per_group = w + s;
+  }
+};
+
+std::string model_tag(const std::string& model) {
+  return model == "pro" ? "Pro" : "Flash";
+}
+
+std::string context_tag(int64_t context) {
+  if (context % (1 << 20) == 0) return std::to_string(context >> 20) + "M";
+  if (context % 1024 == 0) return std::to_string(context >> 10) + "K";
+  return std::to_string(context);
+}
+
+class KernelBench {
+ public:
+  explicit KernelBench(const KernelBenchOptions& options)
+      : options_(options),
+        peaks_(query_device(options.device)),
+        timer_(peaks_, options.max_repeats, options.budget_ms),
+        table_(peaks_),
+        partial_(size_t{16} << 20),  // the backend's split-K scratch
+        workspace_{partial_.data(), partial_.size(), peaks_.sm_count} {}
+
+  bool wants(const std::string& family) const {
+    return options_.only.empty() ||
+           std::find(options_.only.begin(), options_.only.end(), family) != options_.only.end();
+  }
+
+  int run() {
+    std::printf("%s", describe(peaks_).c_str());
+    std::printf(
+        "KV cache: entries %s, indexer keys %s; times are medians of CUDA events, L2 flushed "
+        "before each\n",
+        to_string(options_.kv_dtype), to_string(options_.key_dtype));
+    if (wants("attention") || wants("indexer")) {
+      for (const int64_t context : options_.contexts)
+        attention_and_indexer(context);
+    }
+    if (wants("compressor")) compressor();
+    if (wants("gemm")) {
+      for (const std::string& model : options_.models)
+        gemm(model);
+    }
+    if (wants("moe")) {
+      for (const std::string& model : options_.models)
+        moe(model);
+    }
+    if (wants("hc")) hyper_connections();
+    if (!options_.csv_path.empty()) {
+      table_.write_csv(options_.csv_path);
+      std::printf("\nwrote %s\n", options_.csv_path.c_str());
+    }
+    return 0;
+  }
+
+ private:
+  // One c4 (with indexer) and one c128 layer of the V4 attention shapes (the same for Flash and
+  // Pro: head_dim 512, rope 64, indexer 64 heads x 128).
+  KvLayout attention_layout() const {
+    ModelConfig c = test_model_preset("flash", 2);
+    c.num_nextn_predict_layers = 0;
+    c.compress_ratios = {4, 128};
+    return make_kv_layout(c, {options_.kv_dtype, options_.key_dtype});
+  }
+
+  // Sparse attention decode and the indexer at one context: every sequence of the largest batch
+  // has its own pages (filled with random entries); smaller batches use the first sequences.
+  void attention_and_indexer(int64_t context) {
+    const KvLayout layout = attention_layout();
+    const int64_t max_batch = *std::max_element(options_.batches.begin(), options_.batches.end());
+    const int64_t blocks = (context + kKvBlockSize - 1) / kKvBlockSize;
+    const LayerKvLayout& l4 = layout.layers[0];
+    const LayerKvLayout& l128 = layout.layers[1];
+    const int64_t window_pages = 2 * max_batch;
+    const int64_t compressed_pages = blocks * max_batch;
+    DeviceBuffer<uint8_t> window4(static_cast<size_t>(window_pages) * l4.window_page_bytes);
+    DeviceBuffer<uint8_t> window128(static_cast<size_t>(window_pages) * l128.window_page_bytes);
+    DeviceBuffer<uint8_t> pages4(static_cast<size_t>(compressed_pages) * l4.compressed_page_bytes);
+    DeviceBuffer<uint8_t> pages128(static_cast<size_t>(compressed_pages) *
+                                   l128.compressed_page_bytes);
+    const KvLayerView kv4 = make_kv_layer_view(layout, 0, window4.data(), pages4.data());
+    const KvLayerView kv128 = make_kv_layer_view(layout, 1, window128.data(), pages128.data());
+    fill_kv_pages_random(kv4, window_pages, compressed_pages, 11, nullptr);
+    fill_kv_pages_random(kv128, window_pages, compressed_pages, 12, nullptr);
+
+    // Sequence i: one decode row at position context - 1; window block b -> page 2i + b % 2,
+    // compressed block b -> page i * blocks + b in both pools.
+    std::vector<ChunkInfo> infos(static_cast<size_t>(max_batch));
+    std::vector<int32_t> tables;
+    const size_t chunk_ints = infos.size() * sizeof(ChunkInfo) / sizeof(int32_t);
+    const int32_t pos = static_cast<int32_t>(context - 1);
+    for (int64_t i = 0; i < max_batch; ++i) {
+      ChunkInfo& info = infos[static_cast<size_t>(i)];
+      info.first_row = static_cast<int32_t>(i);
+      info.rows = 1;
+      info.start_pos = pos;
+      info.window_table = static_cast<int32_t>(chunk_ints + tables.size());
+      info.window_blocks = static_cast<int32_t>(blocks);
+      for (int64_t b = 0; b < blocks; ++b)
+        tables.push_back(static_cast<int32_t>(2 * i + b % 2));
+      for (int pool = 0; pool < 2; ++pool) {
+        info.compressed_table[pool] = static_cast<int32_t>(chunk_ints + tables.size());
+        info.compressed_blocks[pool] = static_cast<int32_t>(blocks);
+        for (int64_t b = 0; b < blocks; ++b)
+          tables.push_back(static_cast<int32_t>(i * blocks + b));
+      }
+    }
+    std::vector<int32_t> meta(chunk_ints);
+    std::memcpy(meta.data(), infos.data(), infos.size() * sizeof(ChunkInfo));
+    meta.insert(meta.end(), tables.begin(), tables.end());
+    const size_t positions_at = meta.size();
+    for (int64_t i = 0; i < max_batch; ++i)
+      meta.push_back(pos);
+    const size_t row_chunk_at = meta.size();
+    for (int64_t i = 0; i < max_batch; ++i)
+      meta.push_back(static_cast<int32_t>(i));
+    const DeviceBuffer<int32_t> device_meta = to_device(meta);
+    const auto batch_view = [&](int64_t batch) {
+      return BatchView{reinterpret_cast<const ChunkInfo*>(device_meta.data()),
+                       static_cast<int>(batch),
+                       device_meta.data(),
+                       device_meta.data() + positions_at,
+                       device_meta.data() + row_chunk_at,
+                       batch};
+    };
+
+    const ModelConfig flash = test_model_preset("flash", 4);
+    const DeviceBuffer<float> inv_freq =
+        to_device(RopeTable::for_layer(flash, 4).inverse_frequencies());
+    const int64_t visible4 = (context) / 4;  // entries a row at position context - 1 sees
+    const int64_t visible128 = context / 128;
+    const double entry = static_cast<double>(l4.kv_entry_bytes);
+    const int d = static_cast<int>(flash.head_dim);
+    DeviceBuffer<float> workspace(size_t{64} << 20);  // the backend's attention workspace
+    std::mt19937_64 random(static_cast<uint64_t>(context));
+
+    for (const std::string& model : options_.models) {
+      const ModelConfig c = test_model_preset(model, 4);
+      const int heads = static_cast<int>(c.num_attention_heads);
+      const int topk = static_cast<int>(c.index_topk);
+      if (wants("attention")) {
+        table_.section("sparse-attention decode, " + model_tag(model) + " (" +
+                       std::to_string(heads) + " heads x 512, window 128, top-" +
+                       std::to_string(topk) + "), context " + context_tag(context));
+        const DeviceBuffer<float> q = random_floats(static_cast<size_t>(max_batch * heads * d), 21);
+        const DeviceBuffer<float> fresh = random_floats(static_cast<size_t>(max_batch * d), 22);
+        const DeviceBuffer<float> sinks = random_floats(static_cast<size_t>(heads), 23);
+        DeviceBuffer<float> out(static_cast<size_t>(max_batch * heads * d));
+        // Each row selects top-k distinct entries spread over its whole context, ascending.
+        std::vector<int32_t> selected(static_cast<size_t>(max_batch * topk));
+        for (int64_t i = 0; i < max_batch; ++i) {
+          std::set<int32_t> picks;
+          std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(visible4 - 1));
+          while (static_cast<int64_t>(picks.size()) < std::min<int64_t>(topk, visible4))
+            picks.insert(pick(random));
+          std::copy(picks.begin(), picks.end(), selected.begin() + i * topk);
+        }
+        const DeviceBuffer<int32_t> device_selected = to_device(selected);
+        const DeviceBuffer<int32_t> counts = to_device(
+            std::vector<int32_t>(static_cast<size_t>(max_batch),
+                                 static_cast<int32_t>(std::min<int64_t>(topk, visible4))));
+        const double q_out_bytes = 2.0 * heads * d * 4.0;
+        for (const int64_t batch : options_.batches) {
+          const BatchView view = batch_view(batch);
+          const int64_t keys4 = 128 + std::min<int64_t>(topk, visible4);
+          double ms = timer_.median_ms([&] {
+            sparse_attention(kv4, view, q.data(), fresh.data(), sinks.data(),
+                             device_selected.data(), counts.data(), topk, heads, 128, keys4,
+                             inv_freq.data(), out.data(), workspace.data(), workspace.size(),
+                             nullptr);
+          });
+          table_.add(
+              "attention",
+              model_tag(model) + " c4 top-" + std::to_string(topk) + " ctx " +
+                  context_tag(context) + " batch " + std::to_string(batch) + " (" +
+                  std::to_string(keys4) + " keys)",
+              ms, static_cast<double>(batch) * (static_cast<double>(keys4) * entry + q_out_bytes),
+              static_cast<double>(batch) * 4.0 * heads * d * static_cast<double>(keys4),
+              Peak::kBF16);
+          const int64_t keys128 = 128 + visible128;
+          ms = timer_.median_ms([&] {
+            sparse_attention(kv128, view, q.data(), fresh.data(), sinks.data(), nullptr,
+                             counts.data(), topk, heads, 128, keys128, inv_freq.data(), out.data(),
+                             workspace.data(), workspace.size(), nullptr);
+          });
+          table_.add(
+              "attention",
+              model_tag(model) + " c128 all ctx " + context_tag(context) + " batch " +
+                  std::to_string(batch) + " (" + std::to_string(keys128) + " keys)",
+              ms, static_cast<double>(batch) * (static_cast<double>(keys128) * entry + q_out_bytes),
+              static_cast<double>(batch) * 4.0 * heads * d * static_cast<double>(keys128),
+              Peak::kBF16);
+        }
+      }
+      if (wants("indexer")) {
+        const int index_heads = static_cast<int>(c.index_n_heads);
+        const int index_dim = static_cast<int>(c.index_head_dim);
+        table_.section("indexer scores + top-" + std::to_string(topk) + ", " + model_tag(model) +
+                       " (" + std::to_string(index_heads) + " heads x " +
+                       std::to_string(index_dim) + ", " + to_string(options_.key_dtype) +
+                       " keys), context " + context_tag(context) + " (" + std::to_string(visible4) +
+                       " entries)");
+        const DeviceBuffer<float> q =
+            random_floats(static_cast<size_t>(max_batch * index_heads * index_dim), 31);
+        const DeviceBuffer<float> weights =
+            random_floats(static_cast<size_t>(max_batch * index_heads), 32);
+        DeviceBuffer<float> scores(static_cast<size_t>(max_batch * visible4));
+        DeviceBuffer<int32_t> selected(static_cast<size_t>(max_batch * topk)),
+            counts(static_cast<size_t>(max_batch));
+        const double key_bytes = static_cast<double>(l4.indexer_key_bytes);
+        for (const int64_t batch : options_.batches) {
+          const BatchView view = batch_view(batch);
+          const double rows = static_cast<double>(batch);
+          const double score_ms = timer_.median_ms([&] {
+            indexer_scores(kv4, view, 0, batch, q.data(), weights.data(), index_heads, index_dim,
+                           scores.data(), visible4, visible4, nullptr);
+          });
+          const double score_bytes = rows * (static_cast<double>(visible4) * (key_bytes + 4.0) +
+                                             (index_heads * index_dim + index_heads) * 4.0);
+          const double score_flops =
+              rows * 2.0 * index_heads * index_dim * static_cast<double>(visible4);
+          table_.add("indexer",
+                     model_tag(model) + " scores ctx " + context_tag(context) + " batch " +
+                         std::to_string(batch),
+                     score_ms, score_bytes, score_flops, Peak::kBF16);
+          const double topk_ms = timer_.median_ms([&] {
+            topk_rows(scores.data(), visible4, view.row_pos, 0, batch, 4, topk, selected.data(),
+                      counts.data(), nullptr);
+          });
+          const double topk_bytes = rows * (static_cast<double>(visible4) * 4.0 + topk * 4.0);
+          table_.add("indexer",
+                     model_tag(model) + " top-" + std::to_string(topk) + " ctx " +
+                         context_tag(context) + " batch " + std::to_string(batch),
+                     topk_ms, topk_bytes, 0, Peak::kNone);
+          const double both_ms = timer_.median_ms([&] {
+            indexer_scores(kv4, view, 0, batch, q.data(), weights.data(), index_heads, index_dim,
+                           scores.data(), visible4, visible4, nullptr);
+            topk_rows(scores.data(), visible4, view.row_pos, 0, batch, 4, topk, selected.data(),
+                      counts.data(), nullptr);
+          });
+          // Fused, the pair would read the keys once and write only the selection.
+          table_.add("indexer",
+                     model_tag(model) + " scores+top-k ctx " + context_tag(context) + " batch " +
+                         std::to_string(batch),
+                     both_ms,
+                     rows * (static_cast<double>(visible4) * key_bytes + topk * 4.0 +
+                             index_heads * (index_dim + 1) * 4.0),
+                     score_flops, Peak::kBF16);
+        }
+      }
+    }
+  }
+
+  // The compressors of a c4 layer (main 512 + indexer 128 channels, overlapping) and a c128
+  // layer: decode rows (one per sequence, each completing an entry) and one prefill chunk.
+  void compressor() {
+    const KvLayout layout = attention_layout();
+    const ModelConfig c = test_model_preset("flash", 4);
+    const int64_t max_batch = *std::max_element(options_.batches.begin(), options_.batches.end());
+    const int64_t prefill_rows = 4096;
+    const int64_t context = 8192;
+    const int64_t blocks = context / kKvBlockSize;
+    table_.section(
+        "compressors (state in the window pages; entries finished, roped, quantized, stored)");
+    for (int layer = 0; layer < 2; ++layer) {
+      const LayerKvLayout& l = layout.layers[static_cast<size_t>(layer)];
+      const int64_t window_pages = 2 * max_batch;
+      const int64_t compressed_pages = blocks * max_batch;
+      DeviceBuffer<uint8_t> window(static_cast<size_t>(window_pages) * l.window_page_bytes);
+      DeviceBuffer<uint8_t> pages(static_cast<size_t>(compressed_pages) * l.compressed_page_bytes);
+      const KvLayerView kv = make_kv_layer_view(layout, layer, window.data(), pages.data());
+      fill_kv_pages_random(kv, window_pages, compressed_pages, 41, nullptr);
+      const int ratio = l.ratio;
+      const bool overlap = ratio == 4;
+      const int main_channels = static_cast<int>(c.head_dim);
+      const int index_channels = static_cast<int>(c.index_head_dim);
+      const int main_width = (overlap ? 2 : 1) * main_channels;
+      const int index_width = 2 * index_channels;
+      const int64_t max_rows = std::max(max_batch, prefill_rows);
+      const DeviceBuffer<float> main_kv =
+          random_floats(static_cast<size_t>(max_rows * main_width), 42);
+      const DeviceBuffer<float> main_score =
+          random_floats(static_cast<size_t>(max_rows * main_width), 43);
+      const DeviceBuffer<float> index_kv =
+          random_floats(static_cast<size_t>(max_rows * index_width), 44);
+      const DeviceBuffer<float> index_score =
+          random_floats(static_cast<size_t>(max_rows * index_width), 45);
+      const DeviceBuffer<float> main_ape =
+          random_floats(static_cast<size_t>(ratio * main_width), 46);
+      const DeviceBuffer<float> index_ape =
+          random_floats(static_cast<size_t>(ratio * index_width), 47);
+      const DeviceBuffer<float> main_norm = random_floats(static_cast<size_t>(main_channels), 48);
+      const DeviceBuffer<float> index_norm = random_floats(static_cast<size_t>(index_channels), 49);
+      const DeviceBuffer<float> inv_freq =
+          to_device(RopeTable::for_layer(c, ratio).inverse_frequencies());
+      const CompressorView main_view{main_ape.data(), main_norm.data(), ratio, overlap ? 1 : 0,
+                                     main_channels};
+      const CompressorView index_view{index_ape.data(), index_norm.data(), ratio, 1,
+                                      index_channels};
+      const CompressorView* index = l.has_indexer ? &index_view : nullptr;
+      const double state_bytes = static_cast<double>(l.state_floats) * 4.0;
+      const double input_bytes_per_row =
+          4.0 * 2.0 * (main_width + (l.has_indexer ? index_width : 0));
+      const double entry_bytes = static_cast<double>(l.kv_entry_bytes + l.indexer_key_bytes);
+
+      // rows: one chunk per sequence (decode) or one chunk of prefill_rows (prefill).
+      const auto run_case = [&](int64_t chunks, int64_t rows_per_chunk, int32_t start) {
+        std::vector<ChunkInfo> infos(static_cast<size_t>(chunks));
+        const size_t chunk_ints = infos.size() * sizeof(ChunkInfo) / sizeof(int32_t);
+        std::vector<int32_t> tables;
+        for (int64_t i = 0; i < chunks; ++i) {
+          ChunkInfo& info = infos[static_cast<size_t>(i)];
+          info.first_row = static_cast<int32_t>(i * rows_per_chunk);
+          info.rows = static_cast<int32_t>(rows_per_chunk);
+          info.start_pos = start;
+          info.window_table = static_cast<int32_t>(chunk_ints + tables.size());
+          info.window_blocks = static_cast<int32_t>(blocks);
+          for (int64_t b = 0; b < blocks; ++b)
+            tables.push_back(static_cast<int32_t>(2 * i + b % 2));
+          for (int pool = 0; pool < 2; ++pool) {
+            info.compressed_table[pool] = static_cast<int32_t>(chunk_ints + tables.size());
+            info.compressed_blocks[pool] = static_cast<int32_t>(blocks);
+            for (int64_t b = 0; b < blocks; ++b)
+              tables.push_back(static_cast<int32_t>(i * blocks + b));
+          }
+        }
+        std::vector<int32_t> meta(chunk_ints);
+        std::memcpy(meta.data(), infos.data(), infos.size() * sizeof(ChunkInfo));
+        meta.insert(meta.end(), tables.begin(), tables.end());
+        const DeviceBuffer<int32_t> device_meta = to_device(meta);
+        // The compressor reads only the chunks and tables.
+        const BatchView view{reinterpret_cast<const ChunkInfo*>(device_meta.data()),
+                             static_cast<int>(chunks),
+                             device_meta.data(),
+                             nullptr,
+                             nullptr,
+                             chunks * rows_per_chunk};
+        const double ms = timer_.median_ms([&] {
+          run_compressors(kv, view, main_view, main_kv.data(), main_score.data(), index,
+                          index_kv.data(), index_score.data(), inv_freq.data(), 1e-6f, nullptr);
+        });
+        const double rows = static_cast<double>(chunks * rows_per_chunk);
+        const double entries = static_cast<double>(chunks) *
+                               std::max<double>(1.0, static_cast<double>(rows_per_chunk / ratio));
+        const double bytes = rows * input_bytes_per_row +
+                             static_cast<double>(chunks) * 2.0 * state_bytes +
+                             entries * entry_bytes;
+        const std::string what =
+            "c" + std::to_string(ratio) + (l.has_indexer ? "a + indexer" : "a") +
+            (rows_per_chunk == 1 ? " decode batch " + std::to_string(chunks)
+                                 : " prefill chunk of " + std::to_string(rows_per_chunk));
+        table_.add("compressor", what, ms, bytes, 0, Peak::kNone);
+      };
+      for (const int64_t batch : options_.batches)
+        run_case(batch, 1, static_cast<int32_t>(context - 1));
+      run_case(1, prefill_rows, static_cast<int32_t>(context - prefill_rows));
+    }
+  }
+
+  struct GemmShape {
+    std::string name;
+    int format;
+    int64_t out, in;
+    int64_t x_group_outputs;  // grouped wo_a: outputs per group (0: plain)
+    bool decode_only;         // the head runs on logit rows only
+  };
+
+  std::vector<GemmShape> gemm_shapes(const std::string& model) const {
+    const ModelConfig c = test_model_preset(model, 4);
+    const int64_t hidden = c.hidden_size, heads_d = c.num_attention_heads * c.head_dim;
+    return {
+        {"wq_a", kWeightFP8, c.q_lora_rank, hidden, 0, false},
+        {"wkv", kWeightFP8, c.head_dim, hidden, 0, false},
+        {"wq_b", kWeightFP8, heads_d, c.q_lora_rank, 0, false},
+        {"indexer wq_b", kWeightFP8, c.index_n_heads * c.index_head_dim, c.q_lora_rank, 0, false},
+        {"wo_a (grouped)", kWeightFP8, c.o_groups * c.o_lora_rank, heads_d / c.o_groups,
+         c.o_lora_rank, false},
+        {"wo_b", kWeightFP8, hidden, c.o_groups * c.o_lora_rank, 0, false},
+        {"shared w1/w3", kWeightFP8, c.moe_intermediate_size, hidden, 0, false},
+        {"shared w2", kWeightFP8, hidden, c.moe_intermediate_size, 0, false},
+        {"compressor wkv (bf16)", kWeightBF16, 2 * c.head_dim, hidden, 0, false},
+        {"head (bf16)", kWeightBF16, c.vocab_size, hidden, 0, true},
+    };
+  }
+
+  void gemm(const std::string& model) {
+    table_.section("linears in stored precision (fp32 activations), " + model_tag(model) +
+                   " shapes [out x in], M rows");
+    const std::vector<GemmShape> shapes = gemm_shapes(model);
+    uint64_t seed = 100;
+    for (const GemmShape& s : shapes) {
+      const DeviceMatrix w(s.format, s.out, s.in, 1, seed++);
+      const int64_t groups = s.x_group_outputs > 0 ? s.out / s.x_group_outputs : 1;
+      const int64_t x_width = s.in * groups;
+      for (const int64_t rows : options_.gemm_rows) {
+        if (s.decode_only && rows > 64) continue;
+        const DeviceBuffer<float> x = random_floats(static_cast<size_t>(rows * x_width), seed++);
+        DeviceBuffer<float> y(static_cast<size_t>(rows * s.out));
+        const double ms = timer_.median_ms([&] {
+          linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, workspace_,
+                 nullptr);
+        });
+        const double bytes = static_cast<double>(w.bytes_per_group) +
+                             4.0 * static_cast<double>(rows * (x_width + s.out));
+        const double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(s.out * s.in);
+        char what[160];
+        std::snprintf(what, sizeof(what), "%s %s [%lld x %lld] M=%lld", model_tag(model).c_str(),
+                      s.name.c_str(), static_cast<long long>(s.out), static_cast<long long>(s.in),
+                      static_cast<long long>(rows));
+        table_.add("gemm", what, ms, bytes, flops,
+                   s.format == kWeightFP8 ? Peak::kFP8 : Peak::kBF16);
+      }
+    }
+  }
+
+  // Routed experts (fp4 e2m1 + per-32 scales): w1 and w3 [inter x hidden] on the tokens, then w2
+  // [hidden x inter] on the slots; each token picks k distinct experts uniformly (a balanced
+  // router).
+  void moe(const std::string& model) {
+    const ModelConfig c = test_model_preset(model, 4);
+    const int64_t experts = c.n_routed_experts, k = c.num_experts_per_tok;
+    const int64_t hidden = c.hidden_size, inter = c.moe_intermediate_size;
+    table_.section("MoE grouped GEMM, fp4 experts, " + model_tag(model) + " (" +
+                   std::to_string(experts) + " experts of [" + std::to_string(inter) + " x " +
+                   std::to_string(hidden) + "] x3, top-" + std::to_string(k) + ")");
+    const DeviceMatrix w1(kWeightFP4, inter, hidden, experts, 201);
+    const DeviceMatrix w3(kWeightFP4, inter, hidden, experts, 202);
+    const DeviceMatrix w2(kWeightFP4, hidden, inter, experts, 203);
+    const int64_t max_tokens =
+        *std::max_element(options_.moe_tokens.begin(), options_.moe_tokens.end());
+    const DeviceBuffer<float> x = random_floats(static_cast<size_t>(max_tokens * hidden), 204);
+    DeviceBuffer<float> gate(static_cast<size_t>(max_tokens * k * inter)), up(gate.size());
+    const DeviceBuffer<float> act = random_floats(gate.size(), 205);
+    DeviceBuffer<float> out(static_cast<size_t>(max_tokens * k * hidden));
+    std::mt19937_64 random(7);
+    for (const int64_t tokens : options_.moe_tokens) {
+      std::vector<std::vector<int32_t>> members(static_cast<size_t>(experts));
+      std::vector<int32_t> pool(static_cast<size_t>(experts));
+      for (int64_t t = 0; t < tokens; ++t) {
+        for (size_t e = 0; e < pool.size(); ++e)
+          pool[e] = static_cast<int32_t>(e);
+        for (int64_t j = 0; j < k; ++j) {
+          const size_t pick =
+              static_cast<size_t>(j) + random() % (pool.size() - static_cast<size_t>(j));
+          std::swap(pool[static_cast<size_t>(j)], pool[pick]);
+          members[static_cast<size_t>(pool[static_cast<size_t>(j)])].push_back(
+              static_cast<int32_t>(t));
+        }
+      }
+      std::vector<int32_t> counts, offsets, slot_rows, busy;
+      for (int64_t e = 0; e < experts; ++e) {
+        const auto& m = members[static_cast<size_t>(e)];
+        offsets.push_back(static_cast<int32_t>(slot_rows.size()));
+        counts.push_back(static_cast<int32_t>(m.size()));
+        if (!m.empty()) busy.push_back(static_cast<int32_t>(e));
+        slot_rows.insert(slot_rows.end(), m.begin(), m.end());
+      }
+      const int64_t active = static_cast<int64_t>(busy.size());
+      busy.resize(static_cast<size_t>(experts), -1);
+      const DeviceBuffer<int32_t> d_counts = to_device(counts), d_offsets = to_device(offsets),
+                                  d_rows = to_device(slot_rows), d_busy = to_device(busy);
+      const int64_t slots = static_cast<int64_t>(slot_rows.size());
+      const double ms = timer_.median_ms([&] {
+        grouped_linear(w1.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(), slots,
+                       x.data(), hidden, d_rows.data(), gate.data(), inter, workspace_, nullptr,
+                       d_busy.data());
+        grouped_linear(w3.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(), slots,
+                       x.data(), hidden, d_rows.data(), up.data(), inter, workspace_, nullptr,
+                       d_busy.data());
+        grouped_linear(w2.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(), slots,
+                       act.data(), inter, nullptr, out.data(), hidden, workspace_, nullptr,
+                       d_busy.data());
+      });
+      const double weight_bytes =
+          static_cast<double>(active) *
+          static_cast<double>(w1.bytes_per_group + w3.bytes_per_group + w2.bytes_per_group);
+      const double activation_bytes =
+          4.0 * (2.0 * static_cast<double>(tokens * hidden) +
+                 3.0 * static_cast<double>(slots * inter) + static_cast<double>(slots * hidden));
+      const double flops =
+          2.0 * 3.0 * static_cast<double>(slots) * static_cast<double>(inter * hidden);
+      table_.add("moe",
+                 model_tag(model) + " " + std::to_string(tokens) + " tokens (" +
+                     std::to_string(active) + " experts busy)",
+                 ms, weight_bytes + activation_bytes, flops, Peak::kFP8);
+    }
+  }
+
+  void hyper_connections() {
+    table_.section(
+        "hyper-connection pre (mixes, Sinkhorn, weighted sum, RMSNorm), Flash hidden 4096, hc 4");
+    const int64_t hidden = 4096, hc = 4, mix = 24;
+    const DeviceBuffer<float> fn = random_floats(static_cast<size_t>(mix * hc * hidden), 51, 0.01f);
+    const DeviceBuffer<float> base = random_floats(static_cast<size_t>(mix), 52);
+    const DeviceBuffer<float> scale = random_floats(3, 53);
+    const DeviceBuffer<float> norm = random_floats(static_cast<size_t>(hidden), 54);
+    for (const int64_t rows : {int64_t{1}, int64_t{64}, int64_t{4096}}) {
+      const DeviceBuffer<float> streams =
+          random_floats(static_cast<size_t>(rows * hc * hidden), 55);
+      DeviceBuffer<float> y(static_cast<size_t>(rows * hidden)),
+          post(static_cast<size_t>(rows * hc)), comb(static_cast<size_t>(rows * hc * hc));
+      DeviceBuffer<float> scratch(hc_workspace_floats(rows, static_cast<int>(hc), hidden));
+      const double ms = timer_.median_ms([&] {
+        hc_pre({fn.data(), base.data(), scale.data()}, streams.data(), rows, static_cast<int>(hc),
+               hidden, 20, 1e-6f, 1e-6f, norm.data(), y.data(), post.data(), comb.data(),
+               scratch.data(), nullptr);
+      });
+      table_.add("hc", "hc_pre rows " + std::to_string(rows), ms,
+                 4.0 * static_cast<double>(rows * (hc + 1) * hidden + mix * hc * hidden),
+                 2.0 * mix * static_cast<double>(rows * hc * hidden), Peak::kNone);
+    }
+  }
+
+  const KernelBenchOptions& options_;
+  DevicePeaks peaks_;
+  KernelTimer timer_;
+  ResultTable table_;
+  DeviceBuffer<float> partial_;
+  LinearWorkspace workspace_;
+};
+
+}  // namespace
+
+int run_kernel_bench(const KernelBenchOptions& options) {
+  KernelBench bench(options);
+  return bench.run();
+}
+
+}  // namespace longctx::bench
