@@ -55,22 +55,6 @@ struct Accumulator {
   }
 };
 
-__device__ void hadamard(float* v, int n) {
-  for (int half = 1; half < n; half *= 2) {
-    for (int t = threadIdx.x; t < n / 2; t += blockDim.x) {
-      const int i = (t / half) * 2 * half + t % half;
-      const float a = v[i];
-      const float b = v[i + half];
-      v[i] = a + b;
-      v[i + half] = a - b;
-    }
-    __syncthreads();
-  }
-  const float scale = 1.0f / sqrtf(static_cast<float>(n));
-  for (int i = threadIdx.x; i < n; i += blockDim.x) v[i] *= scale;
-  __syncthreads();
-}
-
 // Finishes the pooled vector v [channels] of entry `entry` and stores it.
 __device__ void finish_entry(const KvLayerView& kv, const BatchView& batch, const ChunkInfo& chunk,
                              bool is_index, int channels, const float* norm, int64_t entry, int ratio,

@@ -254,4 +254,22 @@ __device__ __forceinline__ uint8_t* indexer_key(const KvLayerView& kv, const Bat
 
 inline unsigned int ceil_div_u(int64_t a, int64_t b) { return static_cast<unsigned int>((a + b - 1) / b); }
 
+// In-place normalized Walsh-Hadamard transform of v[0, n), n a power of two (Sylvester order),
+// by the whole block (indexer queries and keys).
+__device__ inline void hadamard(float* v, int n) {
+  for (int half = 1; half < n; half *= 2) {
+    for (int t = threadIdx.x; t < n / 2; t += blockDim.x) {
+      const int i = (t / half) * 2 * half + t % half;
+      const float a = v[i];
+      const float b = v[i + half];
+      v[i] = a + b;
+      v[i + half] = a - b;
+    }
+    __syncthreads();
+  }
+  const float scale = 1.0f / sqrtf(static_cast<float>(n));
+  for (int i = threadIdx.x; i < n; i += blockDim.x) v[i] *= scale;
+  __syncthreads();
+}
+
 }  // namespace longctx::cuda

@@ -96,23 +96,6 @@ __global__ void __launch_bounds__(kThreads) kv_norm_rope_quant_kernel(float* kv,
   for (int i = threadIdx.x; i < d; i += blockDim.x) row[i] = v[i];
 }
 
-// In-place normalized Walsh-Hadamard transform of v[0, n), n a power of two (Sylvester order).
-__device__ void hadamard(float* v, int n) {
-  for (int half = 1; half < n; half *= 2) {
-    for (int t = threadIdx.x; t < n / 2; t += blockDim.x) {
-      const int i = (t / half) * 2 * half + t % half;
-      const float a = v[i];
-      const float b = v[i + half];
-      v[i] = a + b;
-      v[i + half] = a - b;
-    }
-    __syncthreads();
-  }
-  const float scale = 1.0f / sqrtf(static_cast<float>(n));
-  for (int i = threadIdx.x; i < n; i += blockDim.x) v[i] *= scale;
-  __syncthreads();
-}
-
 // fp4 simulation of v[0, n) in blocks of 32, one warp per block.
 __device__ void fp4_simulate_32(float* v, int n) {
   const int lane = threadIdx.x & 31;
