@@ -28,10 +28,12 @@ Generates one completion and streams it to stdout (token ids without a tokenizer
   --num-speculative-tokens N   MTP speculative decoding (0 off, 1 on); same output, fewer steps
   --print-tokens        print token ids instead of text
   --device cpu|cuda  --kv-cache-dtype auto|fp32|bf16|fp8  --indexer-dtype auto|fp32|bf16|fp4
+  --batch-invariant  cuda: fp32 kernels with a fixed reduction order for every step (the
+                     results of the CPU reference up to fp32 rounding, whatever the batch)
 )";
 
 int run(const std::vector<std::string>& argv) {
-  const Args args(argv, {"help", "chat", "thinking", "ignore-eos", "print-tokens"});
+  const Args args(argv, {"help", "chat", "thinking", "ignore-eos", "print-tokens", "batch-invariant"});
   if (args.has("help")) {
     std::fputs(kHelp, stdout);
     return 0;
@@ -96,6 +98,7 @@ int run(const std::vector<std::string>& argv) {
       (1024.0 * 1024.0 * 1024.0);
   options.enable_prefix_caching = false;
   options.num_speculative_tokens = args.get_int("num-speculative-tokens", 0);
+  options.batch_invariant = args.has("batch-invariant");
   auto engine = Engine::create(model, tokenizer, options);
   const auto start = std::chrono::steady_clock::now();
 

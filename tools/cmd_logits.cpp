@@ -22,6 +22,9 @@ Writes float32 little-endian logits [n_tokens, vocab], one row per position.
   --device cpu|cuda     (default cpu)
   --kv-cache-dtype auto|fp32|bf16|fp8     (auto: fp32 on cpu, bf16 on cuda)
   --indexer-dtype auto|fp32|bf16|fp4
+  --batch-invariant     cuda: fp32 kernels with a fixed reduction order for every step, for
+                        comparing with the CPU reference (default: tensor cores for steps of
+                        64 rows or more)
 )";
 
 void write_floats(const std::string& path, const std::vector<float>& values) {
@@ -32,7 +35,7 @@ void write_floats(const std::string& path, const std::vector<float>& values) {
 }
 
 int run(const std::vector<std::string>& argv) {
-  const Args args(argv, {"help"});
+  const Args args(argv, {"help", "batch-invariant"});
   if (args.has("help")) {
     std::fputs(kHelp, stdout);
     return 0;

@@ -12,6 +12,7 @@ SessionOptions session_options(const Args& args, int64_t max_tokens) {
   const std::string index_dtype = args.get_or("indexer-dtype", "auto");
   options.kv.indexer_dtype = parse_indexer_key_dtype(index_dtype == "auto" ? default_kv : index_dtype);
   options.max_tokens = max_tokens;
+  options.batch_invariant = args.has("batch-invariant");
   return options;
 }
 

@@ -1,5 +1,5 @@
 // Flags shared by the commands that run a model: --model, --device, --kv-cache-dtype,
-// --indexer-dtype.
+// --indexer-dtype, --batch-invariant (a switch: pass it in Args' switches).
 #pragma once
 
 #include <memory>
@@ -12,7 +12,8 @@
 
 namespace longctx::cli {
 
-inline const std::set<std::string> kModelFlags = {"model", "device", "kv-cache-dtype", "indexer-dtype"};
+inline const std::set<std::string> kModelFlags = {"model", "device", "kv-cache-dtype", "indexer-dtype",
+                                                  "batch-invariant"};
 
 // Session options from the flags; `max_tokens` sizes the KV pools.
 SessionOptions session_options(const Args& args, int64_t max_tokens);

@@ -45,6 +45,7 @@ struct E2eBenchOptions {
   KvCacheOptions kv{KvDtype::kFP8, IndexerKeyDtype::kFP4};
   uint64_t seed = 1;
   int device = 0;
+  bool batch_invariant = false;
 };
 
 int run_e2e_bench(const E2eBenchOptions& options);

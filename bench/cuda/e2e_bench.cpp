@@ -275,10 +275,13 @@ int run_e2e_bench(const E2eBenchOptions& o) {
   sizes.compressed_pages.assign(layout.compressed_ratios.size(),
                                 static_cast<int32_t>(blocks * o.batch));
   KvCacheManager kv(layout, sizes, /*enable_prefix_caching=*/false);
+  CudaOptions cuda_options;
+  cuda_options.device = o.device;
+  cuda_options.batch_invariant = o.batch_invariant;
   std::unique_ptr<CudaBackend> backend =
-      loaded ? std::make_unique<CudaBackend>(weights, layout, sizes, o.device)
+      loaded ? std::make_unique<CudaBackend>(weights, layout, sizes, cuda_options)
              : std::make_unique<CudaBackend>(weights, layout, sizes,
-                                             CudaBackend::DeviceRandomWeights{o.seed}, o.device);
+                                             CudaBackend::DeviceRandomWeights{o.seed}, cuda_options);
   std::printf("weights on the device: %.2f GiB (planner %.2f GiB); load %.1f s\n",
               static_cast<double>(backend->weight_bytes()) / kGiB,
               static_cast<double>(weight_bytes_on_device(c)) / kGiB, seconds_since(load_start));

@@ -297,13 +297,15 @@ struct CudaBackend::Impl {
   size_t snapshot_floats = 0;
   bool take_snapshots = false;
   LinearWorkspace workspace;
+  CudaOptions options;  // tensor_core_min_rows == 0: tensor cores off (batch-invariant)
   DeviceBuffer<float> hc_workspace;
   DeviceBuffer<float> attention_workspace;
   WeightSource source;
   KvAllocation kv_allocation;
 
-  Impl(const ModelWeights& w, const KvLayout& l, const KvPoolSizes& s, int device, WeightSource weight_source)
-      : weights(w), config(w.config), layout(l), sizes(s), source(weight_source) {
+  Impl(const ModelWeights& w, const KvLayout& l, const KvPoolSizes& s, const CudaOptions& o, WeightSource weight_source)
+      : weights(w), config(w.config), layout(l), sizes(s), options(o), source(weight_source) {
+    const int device = options.device;
     LONGCTX_CUDA_CHECK(cudaSetDevice(device));
     cudaDeviceProp properties{};
     LONGCTX_CUDA_CHECK(cudaGetDeviceProperties(&properties, device));
@@ -328,9 +330,19 @@ struct CudaBackend::Impl {
     LONGCTX_CUDA_CHECK(cudaDeviceSynchronize());
     partial.resize(size_t{16} << 20);
     workspace = {partial.data(), partial.size(), sm_count};
+    const char* tensor_env = std::getenv("LONGCTX_CUDA_TENSOR_CORES");  // "0": A/B runs
+    if (options.batch_invariant || (tensor_env != nullptr && std::string(tensor_env) == "0")) {
+      options.tensor_core_min_rows = 0;
+    }
+    workspace.tensor_core_min_rows = options.tensor_core_min_rows;
     attention_workspace.resize(size_t{64} << 20);
     const char* graphs_env = std::getenv("LONGCTX_CUDA_GRAPHS");
     use_graphs = graphs_env == nullptr || std::string(graphs_env) != "0";
+  }
+
+  // Whether a step of `count` rows runs the tensor-core kernels (off in batch-invariant mode).
+  bool tensor_cores(int64_t count) const {
+    return options.tensor_core_min_rows > 0 && count >= options.tensor_core_min_rows;
   }
 
   ~Impl() {
@@ -883,12 +895,12 @@ struct CudaBackend::Impl {
 };
 
 CudaBackend::CudaBackend(const ModelWeights& weights, const KvLayout& layout, const KvPoolSizes& sizes,
-                         int device)
-    : impl_(std::make_unique<Impl>(weights, layout, sizes, device, WeightSource{})) {}
+                         const CudaOptions& options)
+    : impl_(std::make_unique<Impl>(weights, layout, sizes, options, WeightSource{})) {}
 
 CudaBackend::CudaBackend(const ModelWeights& skeleton, const KvLayout& layout, const KvPoolSizes& sizes,
-                         DeviceRandomWeights random, int device)
-    : impl_(std::make_unique<Impl>(skeleton, layout, sizes, device, WeightSource{true, random.seed})) {}
+                         DeviceRandomWeights random, const CudaOptions& options)
+    : impl_(std::make_unique<Impl>(skeleton, layout, sizes, options, WeightSource{true, random.seed})) {}
 
 void CudaBackend::fill_kv_random(uint64_t seed) { impl_->fill_kv_random(seed); }
 

@@ -5,8 +5,8 @@
 // packed fp4 + per-32 scales; small vectors as fp32) and decoded inside the kernels. The KV
 // cache lives in device memory with exactly the page layout of src/kv (same page ids, same bytes
 // per entry, compressor state in the window pages), so the KV manager and prefix caching work
-// unchanged. Activations are fp32, as in the reference; every reduction has a fixed order, so
-// a row's logits do not depend on the rest of the batch (the backend is batch-invariant).
+// unchanged. Activations are fp32, as in the reference; see CudaOptions for the tensor-core
+// (fast) and batch-invariant modes.
 #pragma once
 
 #include <cstdint>
@@ -19,11 +19,23 @@
 
 namespace longctx {
 
+// How the backend computes. By default (fast), steps of at least tensor_core_min_rows rows run
+// the tensor-core kernels, which compute in the precision of DeepSeek's reference inference code
+// (fp8 activations x fp8/fp4 weights with fp32 promotion, bf16 attention): a row's bits then
+// depend on how many rows share its step. batch_invariant keeps the fp32 kernels with a fixed
+// reduction order everywhere: decode == prefill == batched, bit for bit, and the closest
+// agreement with the CPU reference.
+struct CudaOptions {
+  int device = 0;
+  bool batch_invariant = false;
+  int tensor_core_min_rows = 64;
+};
+
 class CudaBackend : public Backend {
  public:
-  // Uploads the weights and allocates the KV pools on device `device`.
+  // Uploads the weights and allocates the KV pools on device `options.device`.
   CudaBackend(const ModelWeights& weights, const KvLayout& layout, const KvPoolSizes& sizes,
-              int device = 0);
+              const CudaOptions& options = {});
   // Benchmarks at full size without a checkpoint: every linear of `skeleton` that has no data
   // (weight == nullptr) is made on the device, N(0, 1/sqrt(in)) (the embedding N(0, 1)) quantized
   // into its stored format exactly as a released checkpoint is; the small fp32 vectors come from
@@ -32,7 +44,7 @@ class CudaBackend : public Backend {
     uint64_t seed = 0;
   };
   CudaBackend(const ModelWeights& skeleton, const KvLayout& layout, const KvPoolSizes& sizes,
-              DeviceRandomWeights random, int device = 0);
+              DeviceRandomWeights random, const CudaOptions& options = {});
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;

@@ -47,6 +47,10 @@ struct LinearWorkspace {
   size_t floats = 0;
   int sm_count = 132;
   int gemv_max_rows = 8;
+  // Calls with at least this many rows run the tensor-core GEMM (fp8 activations, fp32
+  // promotion per scale block): the precision of the reference's fp8 GEMM, not the fp32 chains
+  // above, so not batch-invariant. 0: never (batch-invariant mode).
+  int tensor_core_min_rows = 0;
 };
 
 // y[r, o] = sum_k x[r, c(o) + k] W[o, k] for r < rows; c(o) = (o / x_group_outputs) * in when

@@ -10,11 +10,14 @@ namespace longctx {
 
 std::unique_ptr<Backend> make_backend(const std::string& device, const ModelWeights& weights,
                                       const KvLayout& layout, const KvPoolSizes& sizes,
-                                      const BackendOptions& /*options*/) {
+                                      const BackendOptions& options) {
   if (device == "cpu") return std::make_unique<CpuBackend>(weights, layout, sizes);
 #ifdef LONGCTX_HAS_CUDA
-  if (device == "cuda") return std::make_unique<CudaBackend>(weights, layout, sizes);
+  CudaOptions cuda;
+  cuda.batch_invariant = options.batch_invariant;
+  if (device == "cuda") return std::make_unique<CudaBackend>(weights, layout, sizes, cuda);
 #else
+  (void)options;
   if (device == "cuda") fail("this build of longctx has no CUDA backend");
 #endif
   fail("unknown device '", device, "' (expected cpu or cuda)");

@@ -77,12 +77,15 @@ class CudaBackendTest : public ::testing::Test {
     probe_.reset();
   }
 
-  // Logits of every position, fed as the given step sizes (the rest one by one).
+  // Logits of every position, fed as the given step sizes (the rest one by one); batch-invariant
+  // (fp32 kernels) unless asked for the tensor-core mode.
   static std::vector<float> run(const std::shared_ptr<const LoadedModel>& model, const std::string& device,
                                 const std::vector<int32_t>& tokens, const std::vector<int64_t>& steps,
-                                KvCacheOptions kv = {}, std::vector<float>* mtp_logits = nullptr) {
+                                KvCacheOptions kv = {}, std::vector<float>* mtp_logits = nullptr,
+                                bool batch_invariant = true) {
     SessionOptions options;
     options.device = device;
+    options.batch_invariant = batch_invariant;
     options.kv = kv;
     options.max_tokens = static_cast<int64_t>(tokens.size()) + 1;
     ModelSession session(model, options);
@@ -175,6 +178,7 @@ TEST_F(CudaBackendTest, DecodeChunkedAndBatchedEqualPrefill) {
   const std::vector<float> alone_b = run(tiny_, "cuda", b, {200});
   SessionOptions options;
   options.device = "cuda";
+  options.batch_invariant = true;
   options.max_tokens = 200;
   options.max_sequences = 2;
   ModelSession session(tiny_, options);
