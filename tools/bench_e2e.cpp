@@ -33,6 +33,7 @@ step against the time to read its weights and KV once at peak bandwidth.
   --kv-cache-dtype D     fp8 (default), bf16, fp32
   --indexer-dtype D      fp4 (default), bf16, fp32
   --seed S               weights and tokens (default 1)
+  --stage-times          GPU time by forward stage for the prefill and one extra decode step
   --batch-invariant      fp32 kernels with a fixed reduction order for every step (default:
                          tensor cores for steps of 64 rows or more)
   --device cuda          the only device this benchmark runs on
@@ -41,14 +42,14 @@ step against the time to read its weights and KV once at peak bandwidth.
 }  // namespace
 
 int bench_e2e(const std::vector<std::string>& argv) {
-  const Args args(argv, {"help", "random-kv", "batch-invariant"});
+  const Args args(argv, {"help", "random-kv", "batch-invariant", "stage-times"});
   if (args.has("help")) {
     std::fputs(kHelp, stdout);
     return 0;
   }
   args.check_known({"help", "model", "synthetic", "layers", "experts", "context", "batch",
                     "decode-steps", "chunk", "random-kv", "prefill-tokens", "kv-cache-dtype",
-                    "indexer-dtype", "seed", "device", "batch-invariant"});
+                    "indexer-dtype", "seed", "device", "batch-invariant", "stage-times"});
   if (args.get_or("device", "cuda") != "cuda")
     fail("longctx bench e2e runs on the CUDA backend: --device cuda");
 #ifdef LONGCTX_HAS_CUDA_BENCH
@@ -69,6 +70,7 @@ int bench_e2e(const std::vector<std::string>& argv) {
   options.chunk = args.get_int("chunk", 8192);
   options.random_kv = args.has("random-kv");
   options.batch_invariant = args.has("batch-invariant");
+  options.stage_times = args.has("stage-times");
   options.prefill_tokens = args.get_int("prefill-tokens", -1);
   if (args.has("prefill-tokens") && (!options.random_kv || options.prefill_tokens < 1)) {
     fail("--prefill-tokens needs --random-kv and a positive count");

@@ -46,6 +46,7 @@ struct E2eBenchOptions {
   uint64_t seed = 1;
   int device = 0;
   bool batch_invariant = false;
+  bool stage_times = false;  // print the GPU time of each forward stage (prefill, one decode step)
 };
 
 int run_e2e_bench(const E2eBenchOptions& options);

@@ -184,6 +184,22 @@ PrefillFlops prefill_flops(const ModelWeights& w, int64_t tokens) {
   return f;
 }
 
+// GPU time by forward stage, largest first, with each stage's share.
+void print_stage_times(const char* what, CudaBackend& backend) {
+  std::vector<CudaBackend::StageTime> times = backend.stage_times();
+  backend.reset_stage_times();
+  double total = 0;
+  for (const auto& t : times)
+    total += t.milliseconds;
+  std::sort(times.begin(), times.end(),
+            [](const auto& a, const auto& b) { return a.milliseconds > b.milliseconds; });
+  std::printf("%s GPU time by stage (%.1f ms in all):\n", what, total);
+  for (const auto& t : times) {
+    std::printf("  %-24s %10.2f ms %5.1f%%  (%ld calls)\n", t.stage.c_str(), t.milliseconds,
+                total > 0 ? 100.0 * t.milliseconds / total : 0.0, t.calls);
+  }
+}
+
 void print_kv_check(const CudaBackend& backend, const ModelConfig& c, const KvCacheOptions& options,
                     const KvPoolSizes& sizes, int64_t context) {
   const MemoryPlan plan = plan_memory(c, options, context, 0);
@@ -242,7 +258,8 @@ int run_e2e_bench(const E2eBenchOptions& o) {
   }
   const ModelWeights& weights = loaded ? loaded->weights() : synthetic;
   const ModelConfig& c = weights.config;
-  const int64_t history = o.context - o.decode_steps;  // decode steps end at position context - 1
+  // Decode steps end at position context - 1 (--stage-times adds one eager step at the end).
+  const int64_t history = o.context - o.decode_steps - (o.stage_times ? 1 : 0);
   if (history < 1)
     fail("--context ", o.context, " leaves no room for ", o.decode_steps, " decode steps");
   if (o.context > c.max_position_embeddings) {
@@ -320,6 +337,7 @@ int run_e2e_bench(const E2eBenchOptions& o) {
         seconds_since(start));
   }
   if (prefilled > 0) {
+    backend->set_stage_timing(o.stage_times);
     double total = 0;
     const int64_t chunks = (prefilled + o.chunk - 1) / o.chunk;
     for (const auto id : ids) {
@@ -340,6 +358,7 @@ int run_e2e_bench(const E2eBenchOptions& o) {
           std::printf("  prefill chunk %lld: positions %lld..%lld in %.3f s (%.0f tokens/s)\n",
                       static_cast<long long>(i), static_cast<long long>(begin),
                       static_cast<long long>(begin + size - 1), t, static_cast<double>(size) / t);
+          std::fflush(stdout);  // a run cut off by a time limit still shows how far it got
         }
       }
     }
@@ -360,6 +379,8 @@ int run_e2e_bench(const E2eBenchOptions& o) {
         static_cast<long long>(o.chunk), total, static_cast<double>(o.batch * prefilled) / total,
         f.total(), f.linears, f.attention, f.indexer,
         static_cast<double>(o.batch) * f.total() / total / 1e12);
+    if (o.stage_times) print_stage_times("prefill", *backend);
+    backend->set_stage_timing(false);
   }
   {
     const PrefillFlops f = prefill_flops(weights, 1048576);
@@ -420,6 +441,22 @@ int run_e2e_bench(const E2eBenchOptions& o) {
         "%.2fx\n",
         bytes.weights / kGiB, bytes.experts / kGiB, bytes.kv / kGiB, floor * 1e3,
         peaks.bandwidth / 1e12, median / floor, literal * 1e3, median / literal);
+    if (o.stage_times) {
+      // One more step, eager and timed by stage (graphs are off while stages are timed).
+      const int64_t position = history + o.decode_steps;
+      ForwardBatch fb;
+      for (int64_t s = 0; s < o.batch; ++s) {
+        if (!kv.reserve(ids[static_cast<size_t>(s)], position + 1))
+          fail("KV pools too small for decode");
+        fb.chunks.push_back({std::span<const int32_t>(&next[static_cast<size_t>(s)], 1), position,
+                             &kv.tables(ids[static_cast<size_t>(s)]), 1});
+      }
+      ForwardOutput out;
+      backend->set_stage_timing(true);
+      backend->forward(fb, &out);
+      print_stage_times("decode step (eager)", *backend);
+      backend->set_stage_timing(false);
+    }
   } else if (!steps.empty()) {
     std::printf(
         "decode: %zu step(s), first %.2f ms (ask for >= 3 steps for a median of graph replays)\n",

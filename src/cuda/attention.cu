@@ -65,6 +65,8 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(
   float* running_max = probs + kHeadsPerBlock * kKeysPerTile;
   float* running_sum = running_max + kHeadsPerBlock;
   float* correction = running_sum + kHeadsPerBlock;
+  __shared__ const uint8_t* key_source[kKeysPerTile];  // stored entry of each key of the tile
+  __shared__ const float* key_fresh[kKeysPerTile];     // or its row of fresh_kv
 
   const int64_t r = row_begin + blockIdx.x;
   const int h0 = blockIdx.y * kHeadsPerBlock;
@@ -90,24 +92,34 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(
   for (int64_t tile = key_begin; tile < key_end; tile += kKeysPerTile) {
     const int tile_keys = static_cast<int>(min(static_cast<int64_t>(kKeysPerTile), key_end - tile));
     __syncthreads();
-    for (int i = threadIdx.x; i < tile_keys * d; i += kThreads) {
-      const int kk = i / d;
-      const int dim = i % d;
-      const int64_t j = tile + kk;
-      float value;
+    // Where each key of the tile lives, found once per key: the block-table lookups and 64-bit
+    // divisions are too dear to repeat for each of the d elements.
+    if (threadIdx.x < tile_keys) {
+      const int64_t j = tile + threadIdx.x;
+      const uint8_t* source = nullptr;
+      const float* fresh = nullptr;
       if (j < rk.n_window) {
         const int32_t p = rk.first + static_cast<int32_t>(j);
         if (p >= chunk.start_pos) {
-          value = fresh_kv[(static_cast<int64_t>(chunk.first_row) + p - chunk.start_pos) * d + dim];
+          fresh = fresh_kv + (static_cast<int64_t>(chunk.first_row) + p - chunk.start_pos) * d;
         } else {
-          value = decode_kv_element(window_ring_entry(kv, batch, chunk, p), dim, kv.kv_dtype, d, kv.rope_dim);
+          source = window_ring_entry(kv, batch, chunk, p);
         }
       } else {
         const int64_t c = j - rk.n_window;
         const int64_t entry = selected != nullptr ? selected[r * topk_stride + c] : c;
-        value = decode_kv_element(compressed_entry(kv, batch, chunk, entry), dim, kv.kv_dtype, d, kv.rope_dim);
+        source = compressed_entry(kv, batch, chunk, entry);
       }
-      keys[kk * d + dim] = value;
+      key_source[threadIdx.x] = source;
+      key_fresh[threadIdx.x] = fresh;
+    }
+    __syncthreads();
+    for (int kk = 0; kk < tile_keys; ++kk) {
+      const uint8_t* source = key_source[kk];
+      const float* fresh = key_fresh[kk];
+      for (int dim = threadIdx.x; dim < d; dim += kThreads) {
+        keys[kk * d + dim] = fresh != nullptr ? fresh[dim] : decode_kv_element(source, dim, kv.kv_dtype, d, kv.rope_dim);
+      }
     }
     __syncthreads();
     // Logits of (head, key) pairs, one warp per pair.

@@ -13,6 +13,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 #include "cuda/kv_view.h"
+#include "cuda/stage_timer.h"
 #include "longctx/error.h"
 #include "model/rope.h"
 
@@ -297,6 +298,7 @@ struct CudaBackend::Impl {
   size_t snapshot_floats = 0;
   bool take_snapshots = false;
   LinearWorkspace workspace;
+  StageTimer timer;
   CudaOptions options;  // tensor_core_min_rows == 0: tensor cores off (batch-invariant)
   DeviceBuffer<float> hc_workspace;
   DeviceBuffer<float> attention_workspace;
@@ -605,6 +607,7 @@ struct CudaBackend::Impl {
     const int heads = static_cast<int>(c.num_attention_heads);
     const int d = static_cast<int>(c.head_dim);
     const int rd = static_cast<int>(c.qk_rope_head_dim);
+    timer.mark("attention projections", stream);
     const bool any_quantized = b.wq_a.quantize_activations || b.wkv.quantize_activations;
     const float* xq_in = any_quantized ? quantized_copy(x_in, rows, c.hidden_size) : nullptr;
 
@@ -631,6 +634,7 @@ struct CudaBackend::Impl {
                         static_cast<int>(c.index_head_dim), rd, batch.row_pos, inv_freq, weight_scale, stream);
     }
     if (b.compressor) {
+      timer.mark("compressors", stream);
       const CompressorView* index_view = b.index_compressor ? &b.index_compressor->view : nullptr;
       run_compressors(view, batch, b.compressor->view, comp_kv.data(), comp_score.data(), index_view,
                       index_kv.data(), index_score.data(), inv_freq, eps, stream,
@@ -644,8 +648,10 @@ struct CudaBackend::Impl {
         const int64_t slice = score_slice(max_visible);
         for (int64_t begin = 0; begin < rows; begin += slice) {
           const int64_t count = std::min(slice, rows - begin);
+          timer.mark("indexer scores", stream);
           indexer_scores(view, batch, begin, count, index_q.data(), index_w.data(), static_cast<int>(c.index_n_heads),
                          static_cast<int>(c.index_head_dim), scores.data(), max_visible, max_visible, stream);
+          timer.mark("indexer top-k", stream);
           topk_rows(scores.data(), max_visible, batch.row_pos, begin, count, host.ratio, static_cast<int>(c.index_topk),
                     selected.data() + begin * c.index_topk, selected_counts.data() + begin, stream);
         }
@@ -660,10 +666,12 @@ struct CudaBackend::Impl {
     if (host.ratio > 0) {
       max_keys += b.index_wq_b ? std::min<int64_t>(c.index_topk, positions / host.ratio) : positions / host.ratio;
     }
+    timer.mark("sparse attention", stream);
     sparse_attention(view, batch, q.data(), kv.data(), b.attn_sink.data(), selection, selected_counts.data(),
                      static_cast<int>(c.index_topk), heads, static_cast<int>(c.sliding_window), max_keys, inv_freq,
                      attended.data(), attention_workspace.data(), attention_workspace.size(), stream);
     write_window(view, batch, kv.data(), stream);
+    timer.mark("attention output", stream);
     linear(b.wo_a.view, attended.data(), heads * d, rows, low_rank.data(), b.wo_a.view.out,
            b.wo_a.view.out / c.o_groups, workspace, stream);
     project(b.wo_b, low_rank.data(), rows, result);
@@ -676,6 +684,7 @@ struct CudaBackend::Impl {
     const int64_t inter = c.moe_intermediate_size;
     const int64_t hidden = c.hidden_size;
     const float limit = static_cast<float>(c.swiglu_limit);
+    timer.mark("moe routing", stream);
     project(b.gate, x_in, rows, router_logits.data());
     const bool normalize = c.scoring_func != ScoringFunc::kSoftmax && c.norm_topk_prob;
     const int scoring = c.scoring_func == ScoringFunc::kSoftmax ? kScoreSoftmax
@@ -691,6 +700,7 @@ struct CudaBackend::Impl {
     const float* xq_in = quantize ? quantized_copy(x_in, rows, hidden) : nullptr;
     const float* expert_in = b.experts.w1.quantize_activations ? xq_in : x_in;
     const int64_t slots = rows * k;
+    timer.mark("routed experts", stream);
     grouped_linear(b.experts.w1.view, experts, expert_offsets.data(), expert_counts.data(), slots, expert_in, hidden,
                    slot_rows.data(), expert_gate.data(), inter, workspace, stream, active_experts.data());
     grouped_linear(b.experts.w3.view, experts, expert_offsets.data(), expert_counts.data(), slots, expert_in, hidden,
@@ -704,12 +714,14 @@ struct CudaBackend::Impl {
                    active_experts.data());
     const float* shared_result = nullptr;
     if (b.shared) {
+      timer.mark("shared expert", stream);
       project(b.shared->w1, x_in, rows, shared_gate.data(), xq_in);
       project(b.shared->w3, x_in, rows, shared_up.data(), xq_in);
       swiglu(shared_gate.data(), shared_up.data(), rows, inter, nullptr, limit, shared_hidden.data(), stream);
       project(b.shared->w2, shared_hidden.data(), rows, shared_out.data());
       shared_result = shared_out.data();
     }
+    timer.mark("moe routing", stream);
     moe_combine(slot_out.data(), entry_slot.data(), route_experts.data(), rows, k, hidden, shared_result, result, stream);
   }
 
@@ -719,13 +731,16 @@ struct CudaBackend::Impl {
     const int iterations = static_cast<int>(c.hc_sinkhorn_iters);
     const float hc_eps = static_cast<float>(c.hc_eps);
     const float eps = static_cast<float>(c.rms_norm_eps);
+    timer.mark("hyper-connections", stream);
     hc_pre(b.hc_attn.view(), streams.data(), rows, hc, c.hidden_size, iterations, hc_eps, eps, b.attn_norm.data(),
            x.data(), post.data(), comb.data(), hc_workspace.data(), stream);
     attention(b, x.data(), out.data());
+    timer.mark("hyper-connections", stream);
     hc_post(out.data(), post.data(), comb.data(), rows, hc, c.hidden_size, streams.data(), stream);
     hc_pre(b.hc_ffn.view(), streams.data(), rows, hc, c.hidden_size, iterations, hc_eps, eps, b.ffn_norm.data(),
            x.data(), post.data(), comb.data(), hc_workspace.data(), stream);
     moe(b, x.data(), out.data());
+    timer.mark("hyper-connections", stream);
     hc_post(out.data(), post.data(), comb.data(), rows, hc, c.hidden_size, streams.data(), stream);
   }
 
@@ -733,6 +748,7 @@ struct CudaBackend::Impl {
   void compute_logits(const DeviceHc& head_hc, const DeviceBuffer<float>& head_norm, bool return_hidden) {
     const ModelConfig& c = config;
     if (logit_count == 0) return;
+    timer.mark("head", stream);
     hc_head(head_hc.view(), streams.data(), logit_rows, logit_count, static_cast<int>(c.hc_mult), c.hidden_size,
             static_cast<float>(c.hc_eps), static_cast<float>(c.rms_norm_eps), head_norm.data(), head_in.data(),
             hc_workspace.data(), stream);
@@ -762,6 +778,7 @@ struct CudaBackend::Impl {
   // Everything of a main-model step after the inputs are on the device.
   void compute(bool return_hidden) {
     if (rows > 0) {
+      timer.mark("embedding", stream);
       embedding(reinterpret_cast<const uint16_t*>(embed.data()), config.hidden_size, tokens, rows,
                 static_cast<int>(config.hc_mult), streams.data(), stream);
       for (const DeviceBlock& b : blocks) run_block(b);
@@ -817,11 +834,12 @@ struct CudaBackend::Impl {
     take_snapshots = std::any_of(fb.chunks.begin(), fb.chunks.end(),
                                  [](const SequenceChunk& chunk) { return chunk.state_snapshots != nullptr; });
     if (take_snapshots) grow(snapshots, static_cast<size_t>(rows) * snapshot_floats);
-    if (decode && use_graphs && !take_snapshots) {
+    if (decode && use_graphs && !take_snapshots && !timer.enabled()) {
       compute_decode(fb.return_hidden);
     } else {
       compute(fb.return_hidden);
     }
+    timer.finish_step(stream);
     if (take_snapshots) {
       size_t first_row = 0;
       for (const SequenceChunk& chunk : fb.chunks) {
@@ -890,6 +908,7 @@ struct CudaBackend::Impl {
       run_block(m.block);
     }
     compute_logits(m.hc_head, m.norm, false);
+    timer.finish_step(stream);
     download(output, false);
   }
 };
@@ -903,6 +922,16 @@ CudaBackend::CudaBackend(const ModelWeights& skeleton, const KvLayout& layout, c
     : impl_(std::make_unique<Impl>(skeleton, layout, sizes, options, WeightSource{true, random.seed})) {}
 
 void CudaBackend::fill_kv_random(uint64_t seed) { impl_->fill_kv_random(seed); }
+
+void CudaBackend::set_stage_timing(bool on) { impl_->timer.enable(on); }
+
+std::vector<CudaBackend::StageTime> CudaBackend::stage_times() const {
+  std::vector<StageTime> times;
+  for (const cuda::StageTimer::Total& t : impl_->timer.totals()) times.push_back({t.stage, t.milliseconds, t.calls});
+  return times;
+}
+
+void CudaBackend::reset_stage_times() { impl_->timer.reset(); }
 
 CudaBackend::KvAllocation CudaBackend::kv_allocation() const { return impl_->kv_allocation; }
 

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "kv/kv_cache_manager.h"
@@ -73,6 +74,18 @@ class CudaBackend : public Backend {
   // Fills every page of every layer with random entries stored in the cache's format and a finite
   // compressor state: decode at a long context can be timed without running the prefill.
   void fill_kv_random(uint64_t seed);
+
+  // GPU time per stage of the forward (hyper-connections, projections, compressors, indexer,
+  // attention, experts, ...), summed over steps, for the benchmarks. While on, decode steps run
+  // without graphs and every step waits for the GPU at its end.
+  struct StageTime {
+    std::string stage;
+    double milliseconds = 0;
+    long calls = 0;
+  };
+  void set_stage_timing(bool on);
+  std::vector<StageTime> stage_times() const;
+  void reset_stage_times();
 
   struct Impl;
 
