@@ -31,12 +31,14 @@ tokens() {  # n seed vocab -> comma list
   python3 -c "import random; r=random.Random($2); print(','.join(str(r.randrange($3)) for _ in range($1)))"
 }
 
-compare_pair() {  # label model tokens vocab extra-args...
+compare_pair() {  # label model tokens vocab extra-args...: the CPU against both CUDA modes
   local label=$1 model=$2 toks=$3 vocab=$4
   shift 4
-  "$BIN/longctx" logits --model "$model" --tokens "$toks" --device cpu --output "$OUT/cpu.bin" "$@" 2>>"$OUT/e2e.err" &&
+  "$BIN/longctx" logits --model "$model" --tokens "$toks" --device cpu --output "$OUT/cpu.bin" "$@" 2>>"$OUT/e2e.err" || return
+  "$BIN/longctx" logits --model "$model" --tokens "$toks" --device cuda --batch-invariant --output "$OUT/gpu.bin" "$@" 2>>"$OUT/e2e.err" &&
+  python3 tests/cuda/compare_logits.py "$OUT/gpu.bin" "$OUT/cpu.bin" --vocab "$vocab" --label "$label [batch-invariant]" | tee -a "$OUT/e2e.txt"
   "$BIN/longctx" logits --model "$model" --tokens "$toks" --device cuda --output "$OUT/gpu.bin" "$@" 2>>"$OUT/e2e.err" &&
-  python3 tests/cuda/compare_logits.py "$OUT/gpu.bin" "$OUT/cpu.bin" --vocab "$vocab" --label "$label" | tee -a "$OUT/e2e.txt"
+  python3 tests/cuda/compare_logits.py "$OUT/gpu.bin" "$OUT/cpu.bin" --vocab "$vocab" --label "$label [tensor cores]" | tee -a "$OUT/e2e.txt"
 }
 
 for s in "${steps[@]}"; do
