@@ -214,6 +214,36 @@ TEST_F(CudaBackendTest, DecodeChunkedAndBatchedEqualPrefill) {
   EXPECT_TRUE(std::equal(ref_b.end() - vocab, ref_b.end(), out.logits.begin() + vocab));
 }
 
+// The default (tensor-core) mode: prefill steps of >= 64 rows compute in the reference's
+// precision (fp8 activations on tensor cores, bf16 attention math), steps below that run the
+// fp32 kernels. Against the CPU: the probe (bf16 weights) stays close; decode steps equal the
+// batch-invariant mode bit for bit, since they are below the threshold.
+TEST_F(CudaBackendTest, TensorCoreModeMatchesCpu) {
+  const int64_t vocab = probe_->config().vocab_size;
+  for (const KvCacheOptions kv : {KvCacheOptions{KvDtype::kBF16, IndexerKeyDtype::kBF16},
+                                  KvCacheOptions{KvDtype::kFP8, IndexerKeyDtype::kFP4}}) {
+    const std::vector<int32_t> tokens = prefix(520);
+    const std::vector<float> cpu = run(probe_, "cpu", tokens, {520}, kv);
+    const std::vector<float> fast = run(probe_, "cuda", tokens, {520}, kv, nullptr, /*batch_invariant=*/false);
+    const Comparison c = compare(fast, cpu, vocab);
+    report((std::string("probe prefill 520, tensor-core mode, kv ") + to_string(kv.kv_dtype)).c_str(), c);
+    EXPECT_LE(c.max_relative, 5e-2);
+    EXPECT_GE(c.top1_agreement, 0.95);
+  }
+  // Steps below 64 rows: the batch-invariant kernels, the same bits.
+  const std::vector<int32_t> tokens = prefix(200);
+  const std::vector<float> invariant = run(tiny_, "cuda", tokens, {63}, {}, nullptr, true);
+  const std::vector<float> fast = run(tiny_, "cuda", tokens, {63}, {}, nullptr, false);
+  EXPECT_EQ(fast, invariant);
+  // The release-format model (fp8 linears, fp4 experts): chaotic on random weights, so top-1
+  // agreement is the measure, as for the fp32 kernels.
+  const std::vector<float> cpu_tiny = run(tiny_, "cpu", prefix(300), {300});
+  const std::vector<float> fast_tiny = run(tiny_, "cuda", prefix(300), {300}, {}, nullptr, false);
+  const Comparison t = compare(fast_tiny, cpu_tiny, tiny_->config().vocab_size);
+  report("tiny fp8/fp4 prefill 300, tensor-core mode", t);
+  EXPECT_GE(t.top1_agreement, 0.8);
+}
+
 TEST_F(CudaBackendTest, MtpMatchesCpu) {
   const std::vector<int32_t> tokens = prefix(140);
   const int64_t vocab = probe_->config().vocab_size;
