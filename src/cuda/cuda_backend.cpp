@@ -660,9 +660,11 @@ struct CudaBackend::Impl {
     if (host.ratio > 0) {
       max_keys += b.index_wq_b ? std::min<int64_t>(c.index_topk, positions / host.ratio) : positions / host.ratio;
     }
-    sparse_attention(view, batch, q.data(), kv.data(), b.attn_sink.data(), selection, selected_counts.data(),
-                     static_cast<int>(c.index_topk), heads, static_cast<int>(c.sliding_window), max_keys, inv_freq,
-                     attended.data(), attention_workspace.data(), attention_workspace.size(), stream);
+    // Fast mode on bf16/fp8 pages: bf16 tensor-core attention (fp32 pages stay on the fp32 kernel).
+    const auto attend = tensor_cores(rows) && sparse_attention_tc_supported(view) ? sparse_attention_tc : sparse_attention;
+    attend(view, batch, q.data(), kv.data(), b.attn_sink.data(), selection, selected_counts.data(),
+           static_cast<int>(c.index_topk), heads, static_cast<int>(c.sliding_window), max_keys, inv_freq,
+           attended.data(), attention_workspace.data(), attention_workspace.size(), stream);
     write_window(view, batch, kv.data(), stream);
     linear(b.wo_a.view, attended.data(), heads * d, rows, low_rank.data(), b.wo_a.view.out,
            b.wo_a.view.out / c.o_groups, workspace, stream);
