@@ -232,37 +232,44 @@ class KernelBench {
             std::vector<int32_t>(static_cast<size_t>(max_batch),
                                  static_cast<int32_t>(std::min<int64_t>(topk, visible4))));
         const double q_out_bytes = 2.0 * heads * d * 4.0;
-        for (const int64_t batch : options_.batches) {
-          const BatchView view = batch_view(batch);
-          const int64_t keys4 = 128 + std::min<int64_t>(topk, visible4);
-          double ms = timer_.median_ms([&] {
-            sparse_attention(kv4, view, q.data(), fresh.data(), sinks.data(),
-                             device_selected.data(), counts.data(), topk, heads, 128, keys4,
-                             inv_freq.data(), out.data(), workspace.data(), workspace.size(),
-                             nullptr);
-          });
-          table_.add(
-              "attention",
-              model_tag(model) + " c4 top-" + std::to_string(topk) + " ctx " +
-                  context_tag(context) + " batch " + std::to_string(batch) + " (" +
-                  std::to_string(keys4) + " keys)",
-              ms, static_cast<double>(batch) * (static_cast<double>(keys4) * entry + q_out_bytes),
-              static_cast<double>(batch) * 4.0 * heads * d * static_cast<double>(keys4),
-              Peak::kBF16);
-          const int64_t keys128 = 128 + visible128;
-          ms = timer_.median_ms([&] {
-            sparse_attention(kv128, view, q.data(), fresh.data(), sinks.data(), nullptr,
-                             counts.data(), topk, heads, 128, keys128, inv_freq.data(), out.data(),
-                             workspace.data(), workspace.size(), nullptr);
-          });
-          table_.add(
-              "attention",
-              model_tag(model) + " c128 all ctx " + context_tag(context) + " batch " +
-                  std::to_string(batch) + " (" + std::to_string(keys128) + " keys)",
-              ms, static_cast<double>(batch) * (static_cast<double>(keys128) * entry + q_out_bytes),
-              static_cast<double>(batch) * 4.0 * heads * d * static_cast<double>(keys128),
-              Peak::kBF16);
+        // Both kernels: the fp32 one (batch-invariant mode, and every step below the fast
+        // mode's row threshold) and the tensor-core one.
+        for (const bool tc : {false, true}) {
+          if (tc && !sparse_attention_tc_supported(kv4)) continue;
+          const auto attend = tc ? sparse_attention_tc : sparse_attention;
+          const std::string path = tc ? " tensor-core" : "";
+          for (const int64_t batch : options_.batches) {
+            const BatchView view = batch_view(batch);
+            const int64_t keys4 = 128 + std::min<int64_t>(topk, visible4);
+            double ms = timer_.median_ms([&] {
+              attend(kv4, view, q.data(), fresh.data(), sinks.data(), device_selected.data(),
+                     counts.data(), topk, heads, 128, keys4, inv_freq.data(), out.data(),
+                     workspace.data(), workspace.size(), nullptr);
+            });
+            table_.add("attention",
+                       model_tag(model) + " c4 top-" + std::to_string(topk) + " ctx " +
+                           context_tag(context) + " batch " + std::to_string(batch) + " (" +
+                           std::to_string(keys4) + " keys)" + path,
+                       ms,
+                       static_cast<double>(batch) * (static_cast<double>(keys4) * entry + q_out_bytes),
+                       static_cast<double>(batch) * 4.0 * heads * d * static_cast<double>(keys4),
+                       Peak::kBF16);
+            const int64_t keys128 = 128 + visible128;
+            ms = timer_.median_ms([&] {
+              attend(kv128, view, q.data(), fresh.data(), sinks.data(), nullptr, counts.data(),
+                     topk, heads, 128, keys128, inv_freq.data(), out.data(), workspace.data(),
+                     workspace.size(), nullptr);
+            });
+            table_.add("attention",
+                       model_tag(model) + " c128 all ctx " + context_tag(context) + " batch " +
+                           std::to_string(batch) + " (" + std::to_string(keys128) + " keys)" + path,
+                       ms,
+                       static_cast<double>(batch) * (static_cast<double>(keys128) * entry + q_out_bytes),
+                       static_cast<double>(batch) * 4.0 * heads * d * static_cast<double>(keys128),
+                       Peak::kBF16);
+          }
         }
+        attention_prefill(model, context, kv4, kv128, meta, infos.front(), entry);
       }
       if (wants("indexer")) {
         const int index_heads = static_cast<int>(c.index_n_heads);
@@ -320,6 +327,96 @@ class KernelBench {
                      score_flops, Peak::kBF16);
         }
       }
+    }
+  }
+
+  // Sparse attention of one prefill chunk of 2048 rows ending at `context` (sequence 0's pages),
+  // c4 (top-k selections) and c128 (all visible entries), on the fp32 kernel and on the tensor
+  // cores (the fast mode's path). FLOPs: 4 heads d per (row, key); bytes: q and out, the fresh
+  // kv, and each key entry the chunk reads once.
+  void attention_prefill(const std::string& model, int64_t context, const KvLayerView& kv4,
+                         const KvLayerView& kv128, const std::vector<int32_t>& decode_meta,
+                         const ChunkInfo& sequence0, double entry) {
+    const int64_t rows = std::min<int64_t>(2048, context);
+    const ModelConfig c = test_model_preset(model, 4);
+    const int heads = static_cast<int>(c.num_attention_heads);
+    const int topk = static_cast<int>(c.index_topk);
+    const int d = static_cast<int>(c.head_dim);
+    const int32_t start = static_cast<int32_t>(context - rows);
+    // The decode meta (its tables) with chunk 0 replaced by the prefill chunk.
+    std::vector<int32_t> meta = decode_meta;
+    ChunkInfo info = sequence0;
+    info.first_row = 0;
+    info.rows = static_cast<int32_t>(rows);
+    info.start_pos = start;
+    std::memcpy(meta.data(), &info, sizeof(info));
+    const size_t positions_at = meta.size();
+    for (int64_t r = 0; r < rows; ++r)
+      meta.push_back(static_cast<int32_t>(start + r));
+    const size_t row_chunk_at = meta.size();
+    meta.insert(meta.end(), static_cast<size_t>(rows), 0);
+    const DeviceBuffer<int32_t> device_meta = to_device(meta);
+    const BatchView view{reinterpret_cast<const ChunkInfo*>(device_meta.data()), 1,
+                         device_meta.data(), device_meta.data() + positions_at,
+                         device_meta.data() + row_chunk_at, rows};
+
+    const DeviceBuffer<float> q = random_floats(static_cast<size_t>(rows * heads * d), 41);
+    const DeviceBuffer<float> fresh = random_floats(static_cast<size_t>(rows * d), 42);
+    const DeviceBuffer<float> sinks = random_floats(static_cast<size_t>(heads), 43);
+    DeviceBuffer<float> out(static_cast<size_t>(rows * heads * d));
+    DeviceBuffer<float> workspace(size_t{64} << 20);  // the backend's attention workspace
+    const DeviceBuffer<float> inv_freq =
+        to_device(RopeTable::for_layer(test_model_preset("flash", 4), 4).inverse_frequencies());
+    // Selections: top-k distinct entries spread over each row's visible ones, ascending.
+    std::mt19937_64 random(static_cast<uint64_t>(context) + 7);
+    std::vector<int32_t> selected(static_cast<size_t>(rows * topk)), counts(static_cast<size_t>(rows));
+    double flops4 = 0, flops128 = 0, union4 = 0;
+    int64_t max_keys4 = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t pos = start + r;
+      const int64_t visible = (pos + 1) / 4;
+      const int64_t k = std::min<int64_t>(topk, visible);
+      std::set<int32_t> picks;
+      std::uniform_int_distribution<int32_t> pick(0, static_cast<int32_t>(std::max<int64_t>(visible - 1, 0)));
+      while (static_cast<int64_t>(picks.size()) < k)
+        picks.insert(pick(random));
+      std::copy(picks.begin(), picks.end(), selected.begin() + r * topk);
+      counts[static_cast<size_t>(r)] = static_cast<int32_t>(k);
+      const int64_t window = std::min<int64_t>(128, pos + 1);
+      max_keys4 = std::max(max_keys4, window + k);
+      flops4 += 4.0 * heads * d * static_cast<double>(window + k);
+      flops128 += 4.0 * heads * d * static_cast<double>(window + (pos + 1) / 128);
+    }
+    union4 = std::min(static_cast<double>(rows) * topk, static_cast<double>(context / 4));
+    const DeviceBuffer<int32_t> device_selected = to_device(selected);
+    const DeviceBuffer<int32_t> device_counts = to_device(counts);
+    const int64_t max_keys128 = std::min<int64_t>(128, context) + context / 128;
+    const double io = static_cast<double>(rows) * (2.0 * heads * d * 4.0 + d * 4.0);
+    table_.section("sparse-attention prefill, " + model_tag(model) + " (" + std::to_string(heads) +
+                   " heads x 512, window 128, top-" + std::to_string(topk) + "), chunk of " +
+                   std::to_string(rows) + " rows ending at " + context_tag(context));
+    for (const bool tc : {false, true}) {
+      if (tc && !sparse_attention_tc_supported(kv4)) continue;  // fp32 pages: no fast path
+      const auto attend = tc ? sparse_attention_tc : sparse_attention;
+      const std::string path = tc ? " tensor-core" : " fp32";
+      double ms = timer_.median_ms([&] {
+        attend(kv4, view, q.data(), fresh.data(), sinks.data(), device_selected.data(),
+               device_counts.data(), topk, heads, 128, max_keys4, inv_freq.data(), out.data(),
+               workspace.data(), workspace.size(), nullptr);
+      });
+      table_.add("attention",
+                 model_tag(model) + " prefill c4 top-" + std::to_string(topk) + " ctx " +
+                     context_tag(context) + " rows " + std::to_string(rows) + path,
+                 ms, io + union4 * entry, flops4, Peak::kBF16);
+      ms = timer_.median_ms([&] {
+        attend(kv128, view, q.data(), fresh.data(), sinks.data(), nullptr, device_counts.data(),
+               topk, heads, 128, max_keys128, inv_freq.data(), out.data(), workspace.data(),
+               workspace.size(), nullptr);
+      });
+      table_.add("attention",
+                 model_tag(model) + " prefill c128 all ctx " + context_tag(context) + " rows " +
+                     std::to_string(rows) + path,
+                 ms, io + static_cast<double>(context / 128) * entry, flops128, Peak::kBF16);
     }
   }
 

@@ -217,6 +217,16 @@ void sparse_attention(const KvLayerView& kv, const BatchView& batch, const float
                       const int32_t* selected_counts, int topk_stride, int heads, int window,
                       int64_t max_keys, const float* inv_freq, float* out, float* workspace,
                       size_t workspace_floats, cudaStream_t stream);
+// The same attention on the tensor cores (fast mode only, not batch-invariant): bf16 query and
+// probabilities on bf16 mma with fp32 softmax statistics and accumulators, as the reference's
+// bf16 attention. Needs bf16 or fp8 pages and head_dim 512 (sparse_attention_tc_supported);
+// workspace as sparse_attention's (used only when a row's keys are split over several blocks).
+bool sparse_attention_tc_supported(const KvLayerView& kv);
+void sparse_attention_tc(const KvLayerView& kv, const BatchView& batch, const float* q,
+                         const float* fresh_kv, const float* sinks, const int32_t* selected,
+                         const int32_t* selected_counts, int topk_stride, int heads, int window,
+                         int64_t max_keys, const float* inv_freq, float* out, float* workspace,
+                         size_t workspace_floats, cudaStream_t stream);
 // Stores the rows' kv into the window rings (the last position of a ring slot wins).
 void write_window(const KvLayerView& kv, const BatchView& batch, const float* fresh_kv,
                   cudaStream_t stream);

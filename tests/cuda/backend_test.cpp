@@ -214,10 +214,10 @@ TEST_F(CudaBackendTest, DecodeChunkedAndBatchedEqualPrefill) {
   EXPECT_TRUE(std::equal(ref_b.end() - vocab, ref_b.end(), out.logits.begin() + vocab));
 }
 
-// The default (tensor-core) mode: prefill steps of >= 64 rows compute in the reference's
-// precision (fp8 activations on tensor cores, bf16 attention math), steps below that run the
-// fp32 kernels. Against the CPU: the probe (bf16 weights) stays close; decode steps equal the
-// batch-invariant mode bit for bit, since they are below the threshold.
+// The default (tensor-core) mode: steps of >= 64 rows run the GEMMs in the reference's precision
+// (fp8 activations on tensor cores), and attention over bf16/fp8 pages of head dim 512 runs on
+// bf16 tensor cores at every step. Against the CPU: the probe (bf16 weights) stays close; on the
+// tiny model (head dim 128: fp32 attention) steps below 64 rows equal the batch-invariant bits.
 TEST_F(CudaBackendTest, TensorCoreModeMatchesCpu) {
   const int64_t vocab = probe_->config().vocab_size;
   for (const KvCacheOptions kv : {KvCacheOptions{KvDtype::kBF16, IndexerKeyDtype::kBF16},
@@ -230,7 +230,7 @@ TEST_F(CudaBackendTest, TensorCoreModeMatchesCpu) {
     EXPECT_LE(c.max_relative, 5e-2);
     EXPECT_GE(c.top1_agreement, 0.95);
   }
-  // Steps below 64 rows: the batch-invariant kernels, the same bits.
+  // Steps below 64 rows (tiny model): the batch-invariant kernels, the same bits.
   const std::vector<int32_t> tokens = prefix(200);
   const std::vector<float> invariant = run(tiny_, "cuda", tokens, {63}, {}, nullptr, true);
   const std::vector<float> fast = run(tiny_, "cuda", tokens, {63}, {}, nullptr, false);
