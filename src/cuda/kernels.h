@@ -186,12 +186,14 @@ struct CompressorView {
 // when index != nullptr, the indexer's; completed entries are finished and stored. With
 // `snapshots` (speculative decoding), the layer's whole state after each row's position is
 // copied to snapshots[row * snapshot_stride + snapshot_offset ...] (state_floats of the layer),
-// so that a rejected draft can be rolled back.
+// so that a rejected draft can be rolled back. Prefill-sized chunks pool their entries in
+// parallel (bitwise the same results); `streaming_only` forces the sequential walk (tests).
 void run_compressors(const KvLayerView& kv, const BatchView& batch, const CompressorView& main,
                      const float* main_kv, const float* main_score, const CompressorView* index,
                      const float* index_kv, const float* index_score, const float* inv_freq,
                      float eps, cudaStream_t stream, float* snapshots = nullptr,
-                     int64_t snapshot_stride = 0, int64_t snapshot_offset = 0);
+                     int64_t snapshot_stride = 0, int64_t snapshot_offset = 0,
+                     bool streaming_only = false);
 
 // ---------------------------------------------------------------- indexer.cu
 // scores[i, e] (row stride score_stride) = sum_h w[r, h] relu(q[r, h] . key_e) for rows
