@@ -99,10 +99,12 @@ size_t hc_workspace_floats(int64_t rows, int hc, int64_t hidden);
 // Per token: mixes, Sinkhorn, y = sum_j pre_j stream_j, then y = RMSNorm(y) * norm_weight.
 void hc_pre(const HyperConnectionView& w, const float* streams, int64_t rows, int hc,
             int64_t hidden, int iterations, float hc_eps, float norm_eps, const float* norm_weight,
-            float* y, float* post, float* comb, float* workspace, cudaStream_t stream);
+            float* y, float* post, float* comb, float* workspace, cudaStream_t stream,
+            bool reference_kernels = false);
 // streams[r, k, :] = post[r, k] * out[r, :] + sum_j comb[r, j, k] * streams[r, j, :].
+// (reference_kernels: the first kernels, which the prefill paths match bitwise; for tests.)
 void hc_post(const float* out, const float* post, const float* comb, int64_t rows, int hc,
-             int64_t hidden, float* streams, cudaStream_t stream);
+             int64_t hidden, float* streams, cudaStream_t stream, bool reference_kernels = false);
 // Final merge of the streams of rows row_index[i] then RMSNorm(norm_weight): y [count, hidden].
 void hc_head(const HyperConnectionView& w, const float* streams, const int32_t* row_index,
              int64_t count, int hc, int64_t hidden, float hc_eps, float norm_eps,

@@ -517,6 +517,59 @@ TEST(CudaHyperConnection, PrePostAndHeadMatchCpu) {
   EXPECT_LE(e_head, 1e-5);
 }
 
+// The prefill kernels of hc_pre (row-streaming mix partials, per-row Sinkhorn threads, weighted
+// sum) and hc_post (16-byte vectors) against the first kernels, bitwise: 16 and 5 slices of 1024,
+// row groups shorter than the copy ring, outputs poisoned before each run.
+TEST(CudaHyperConnection, PrefillKernelsMatchReferenceKernelsBitwise) {
+  const int hc = 4, mix = (2 + hc) * hc;
+  for (const int64_t hidden : {int64_t{4096}, int64_t{1280}}) {
+    for (const int64_t rows : {int64_t{256}, int64_t{1000}}) {
+      const int64_t n = hc * hidden;
+      DeviceBuffer<float> fn(static_cast<size_t>(mix * n)), base(static_cast<size_t>(mix)), scale(3),
+          norm(static_cast<size_t>(hidden)), streams(static_cast<size_t>(rows * n)), out(static_cast<size_t>(rows * hidden));
+      const uint64_t seed = static_cast<uint64_t>(hidden + rows);
+      cuda::fill_floats_random(fn.data(), static_cast<int64_t>(fn.size()), 0.0f, 0.02f, seed + 1, nullptr);
+      cuda::fill_floats_random(base.data(), mix, 0.0f, 0.5f, seed + 2, nullptr);
+      cuda::fill_floats_random(scale.data(), 3, 1.0f, 0.3f, seed + 3, nullptr);
+      cuda::fill_floats_random(norm.data(), hidden, 1.0f, 0.2f, seed + 4, nullptr);
+      cuda::fill_floats_random(streams.data(), static_cast<int64_t>(streams.size()), 0.0f, 1.0f, seed + 5, nullptr);
+      cuda::fill_floats_random(out.data(), static_cast<int64_t>(out.size()), 0.0f, 1.0f, seed + 6, nullptr);
+      std::vector<float> results[2][3];
+      std::vector<float> updated[2];
+      for (int side = 0; side < 2; ++side) {
+        const bool reference = side == 1;
+        DeviceBuffer<float> y(static_cast<size_t>(rows * hidden)), post(static_cast<size_t>(rows * hc)),
+            comb(static_cast<size_t>(rows * hc * hc));
+        DeviceBuffer<float> workspace(cuda::hc_workspace_floats(rows, hc, hidden));
+        for (DeviceBuffer<float>* b : {&y, &post, &comb, &workspace}) {
+          LONGCTX_CUDA_CHECK(cudaMemset(b->data(), 0xff, b->size() * sizeof(float)));  // NaN
+        }
+        cuda::hc_pre({fn.data(), base.data(), scale.data()}, streams.data(), rows, hc, hidden, 20, 1e-6f, 1e-6f,
+                     norm.data(), y.data(), post.data(), comb.data(), workspace.data(), nullptr, reference);
+        results[side][0] = download(y, y.size());
+        results[side][1] = download(post, post.size());
+        results[side][2] = download(comb, comb.size());
+        DeviceBuffer<float> copy(streams.size());
+        LONGCTX_CUDA_CHECK(cudaMemcpy(copy.data(), streams.data(), streams.size() * sizeof(float), cudaMemcpyDeviceToDevice));
+        cuda::hc_post(out.data(), post.data(), comb.data(), rows, hc, hidden, copy.data(), nullptr, reference);
+        updated[side] = download(copy, copy.size());
+      }
+      for (int k = 0; k < 3; ++k) {
+        const std::vector<float>& a = results[0][k];
+        const std::vector<float>& b = results[1][k];
+        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "output " << k << " hidden " << hidden << " rows " << rows;
+        EXPECT_TRUE(std::all_of(a.begin(), a.end(), [](float x) { return std::isfinite(x); })) << "output " << k;
+      }
+      EXPECT_EQ(0, std::memcmp(updated[0].data(), updated[1].data(), updated[0].size() * sizeof(float)))
+          << "hc_post hidden " << hidden << " rows " << rows;
+      std::printf("hc prefill kernels, hidden %lld rows %lld: y/post/comb/streams bitwise equal to the first kernels: %d/%d/%d/%d\n",
+                  static_cast<long long>(hidden), static_cast<long long>(rows),
+                  results[0][0] == results[1][0], results[0][1] == results[1][1], results[0][2] == results[1][2],
+                  updated[0] == updated[1]);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- paged KV helpers
 
 // One layer's pages on host and device, with a one-chunk batch on the device.
