@@ -421,13 +421,14 @@ class KernelBench {
   }
 
   // The compressors of a c4 layer (main 512 + indexer 128 channels, overlapping) and a c128
-  // layer: decode rows (one per sequence, each completing an entry) and one prefill chunk.
+  // layer: decode rows (one per sequence, each completing an entry) and prefill chunks (4096 and
+  // 8192 rows; 8192 also through the sequential walk, the path of decode steps).
   void compressor() {
     const KvLayout layout = attention_layout();
     const ModelConfig c = test_model_preset("flash", 4);
     const int64_t max_batch = *std::max_element(options_.batches.begin(), options_.batches.end());
-    const int64_t prefill_rows = 4096;
-    const int64_t context = 8192;
+    const int64_t prefill_rows = 8192;
+    const int64_t context = 16384;
     const int64_t blocks = context / kKvBlockSize;
     table_.section(
         "compressors (state in the window pages; entries finished, roped, quantized, stored)");
@@ -473,7 +474,7 @@ class KernelBench {
       const double entry_bytes = static_cast<double>(l.kv_entry_bytes + l.indexer_key_bytes);
 
       // rows: one chunk per sequence (decode) or one chunk of prefill_rows (prefill).
-      const auto run_case = [&](int64_t chunks, int64_t rows_per_chunk, int32_t start) {
+      const auto run_case = [&](int64_t chunks, int64_t rows_per_chunk, int32_t start, bool walk) {
         std::vector<ChunkInfo> infos(static_cast<size_t>(chunks));
         const size_t chunk_ints = infos.size() * sizeof(ChunkInfo) / sizeof(int32_t);
         std::vector<int32_t> tables;
@@ -506,7 +507,8 @@ class KernelBench {
                              chunks * rows_per_chunk};
         const double ms = timer_.median_ms([&] {
           run_compressors(kv, view, main_view, main_kv.data(), main_score.data(), index,
-                          index_kv.data(), index_score.data(), inv_freq.data(), 1e-6f, nullptr);
+                          index_kv.data(), index_score.data(), inv_freq.data(), 1e-6f, nullptr,
+                          nullptr, 0, 0, walk);
         });
         const double rows = static_cast<double>(chunks * rows_per_chunk);
         const double entries = static_cast<double>(chunks) *
@@ -517,12 +519,15 @@ class KernelBench {
         const std::string what =
             "c" + std::to_string(ratio) + (l.has_indexer ? "a + indexer" : "a") +
             (rows_per_chunk == 1 ? " decode batch " + std::to_string(chunks)
-                                 : " prefill chunk of " + std::to_string(rows_per_chunk));
+                                 : " prefill chunk of " + std::to_string(rows_per_chunk)) +
+            (walk && rows_per_chunk > 1 ? " (walk)" : "");
         table_.add("compressor", what, ms, bytes, 0, Peak::kNone);
       };
       for (const int64_t batch : options_.batches)
-        run_case(batch, 1, static_cast<int32_t>(context - 1));
-      run_case(1, prefill_rows, static_cast<int32_t>(context - prefill_rows));
+        run_case(batch, 1, static_cast<int32_t>(context - 1), false);
+      for (const int64_t rows : {int64_t{4096}, prefill_rows})
+        run_case(1, rows, static_cast<int32_t>(context - rows), false);
+      run_case(1, prefill_rows, static_cast<int32_t>(context - prefill_rows), true);
     }
   }
 
@@ -663,7 +668,7 @@ class KernelBench {
     const DeviceBuffer<float> base = random_floats(static_cast<size_t>(mix), 52);
     const DeviceBuffer<float> scale = random_floats(3, 53);
     const DeviceBuffer<float> norm = random_floats(static_cast<size_t>(hidden), 54);
-    for (const int64_t rows : {int64_t{1}, int64_t{64}, int64_t{4096}}) {
+    for (const int64_t rows : {int64_t{1}, int64_t{64}, int64_t{4096}, int64_t{8192}}) {
       const DeviceBuffer<float> streams =
           random_floats(static_cast<size_t>(rows * hc * hidden), 55);
       DeviceBuffer<float> y(static_cast<size_t>(rows * hidden)),
@@ -677,6 +682,20 @@ class KernelBench {
       table_.add("hc", "hc_pre rows " + std::to_string(rows), ms,
                  4.0 * static_cast<double>(rows * (hc + 1) * hidden + mix * hc * hidden),
                  2.0 * mix * static_cast<double>(rows * hc * hidden), Peak::kNone);
+    }
+    // hc_post: streams [rows, hc, hidden] read and written, out [rows, hidden] read.
+    for (const int64_t rows : {int64_t{1}, int64_t{64}, int64_t{4096}, int64_t{8192}}) {
+      DeviceBuffer<float> streams = random_floats(static_cast<size_t>(rows * hc * hidden), 56);
+      const DeviceBuffer<float> out = random_floats(static_cast<size_t>(rows * hidden), 57);
+      const DeviceBuffer<float> post = random_floats(static_cast<size_t>(rows * hc), 58);
+      const DeviceBuffer<float> comb = random_floats(static_cast<size_t>(rows * hc * hc), 59, 0.25f);
+      const double ms = timer_.median_ms([&] {
+        hc_post(out.data(), post.data(), comb.data(), rows, static_cast<int>(hc), hidden,
+                streams.data(), nullptr);
+      });
+      table_.add("hc", "hc_post rows " + std::to_string(rows), ms,
+                 4.0 * static_cast<double>(rows * (2 * hc + 1) * hidden + rows * hc * (hc + 1)),
+                 2.0 * static_cast<double>(rows * hc * (hc + 1) * hidden), Peak::kNone);
     }
   }
 

@@ -99,10 +99,12 @@ size_t hc_workspace_floats(int64_t rows, int hc, int64_t hidden);
 // Per token: mixes, Sinkhorn, y = sum_j pre_j stream_j, then y = RMSNorm(y) * norm_weight.
 void hc_pre(const HyperConnectionView& w, const float* streams, int64_t rows, int hc,
             int64_t hidden, int iterations, float hc_eps, float norm_eps, const float* norm_weight,
-            float* y, float* post, float* comb, float* workspace, cudaStream_t stream);
+            float* y, float* post, float* comb, float* workspace, cudaStream_t stream,
+            bool reference_kernels = false);
 // streams[r, k, :] = post[r, k] * out[r, :] + sum_j comb[r, j, k] * streams[r, j, :].
+// (reference_kernels: the first kernels, which the prefill paths match bitwise; for tests.)
 void hc_post(const float* out, const float* post, const float* comb, int64_t rows, int hc,
-             int64_t hidden, float* streams, cudaStream_t stream);
+             int64_t hidden, float* streams, cudaStream_t stream, bool reference_kernels = false);
 // Final merge of the streams of rows row_index[i] then RMSNorm(norm_weight): y [count, hidden].
 void hc_head(const HyperConnectionView& w, const float* streams, const int32_t* row_index,
              int64_t count, int hc, int64_t hidden, float hc_eps, float norm_eps,
@@ -186,12 +188,14 @@ struct CompressorView {
 // when index != nullptr, the indexer's; completed entries are finished and stored. With
 // `snapshots` (speculative decoding), the layer's whole state after each row's position is
 // copied to snapshots[row * snapshot_stride + snapshot_offset ...] (state_floats of the layer),
-// so that a rejected draft can be rolled back.
+// so that a rejected draft can be rolled back. Prefill-sized chunks pool their entries in
+// parallel (bitwise the same results); `streaming_only` forces the sequential walk (tests).
 void run_compressors(const KvLayerView& kv, const BatchView& batch, const CompressorView& main,
                      const float* main_kv, const float* main_score, const CompressorView* index,
                      const float* index_kv, const float* index_score, const float* inv_freq,
                      float eps, cudaStream_t stream, float* snapshots = nullptr,
-                     int64_t snapshot_stride = 0, int64_t snapshot_offset = 0);
+                     int64_t snapshot_stride = 0, int64_t snapshot_offset = 0,
+                     bool streaming_only = false);
 
 // ---------------------------------------------------------------- indexer.cu
 // scores[i, e] (row stride score_stride) = sum_h w[r, h] relu(q[r, h] . key_e) for rows

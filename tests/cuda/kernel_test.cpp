@@ -517,6 +517,59 @@ TEST(CudaHyperConnection, PrePostAndHeadMatchCpu) {
   EXPECT_LE(e_head, 1e-5);
 }
 
+// The prefill kernels of hc_pre (row-streaming mix partials, per-row Sinkhorn threads, weighted
+// sum) and hc_post (16-byte vectors) against the first kernels, bitwise: 16 and 5 slices of 1024,
+// row groups shorter than the copy ring, outputs poisoned before each run.
+TEST(CudaHyperConnection, PrefillKernelsMatchReferenceKernelsBitwise) {
+  const int hc = 4, mix = (2 + hc) * hc;
+  for (const int64_t hidden : {int64_t{4096}, int64_t{1280}}) {
+    for (const int64_t rows : {int64_t{256}, int64_t{1000}}) {
+      const int64_t n = hc * hidden;
+      DeviceBuffer<float> fn(static_cast<size_t>(mix * n)), base(static_cast<size_t>(mix)), scale(3),
+          norm(static_cast<size_t>(hidden)), streams(static_cast<size_t>(rows * n)), out(static_cast<size_t>(rows * hidden));
+      const uint64_t seed = static_cast<uint64_t>(hidden + rows);
+      cuda::fill_floats_random(fn.data(), static_cast<int64_t>(fn.size()), 0.0f, 0.02f, seed + 1, nullptr);
+      cuda::fill_floats_random(base.data(), mix, 0.0f, 0.5f, seed + 2, nullptr);
+      cuda::fill_floats_random(scale.data(), 3, 1.0f, 0.3f, seed + 3, nullptr);
+      cuda::fill_floats_random(norm.data(), hidden, 1.0f, 0.2f, seed + 4, nullptr);
+      cuda::fill_floats_random(streams.data(), static_cast<int64_t>(streams.size()), 0.0f, 1.0f, seed + 5, nullptr);
+      cuda::fill_floats_random(out.data(), static_cast<int64_t>(out.size()), 0.0f, 1.0f, seed + 6, nullptr);
+      std::vector<float> results[2][3];
+      std::vector<float> updated[2];
+      for (int side = 0; side < 2; ++side) {
+        const bool reference = side == 1;
+        DeviceBuffer<float> y(static_cast<size_t>(rows * hidden)), post(static_cast<size_t>(rows * hc)),
+            comb(static_cast<size_t>(rows * hc * hc));
+        DeviceBuffer<float> workspace(cuda::hc_workspace_floats(rows, hc, hidden));
+        for (DeviceBuffer<float>* b : {&y, &post, &comb, &workspace}) {
+          LONGCTX_CUDA_CHECK(cudaMemset(b->data(), 0xff, b->size() * sizeof(float)));  // NaN
+        }
+        cuda::hc_pre({fn.data(), base.data(), scale.data()}, streams.data(), rows, hc, hidden, 20, 1e-6f, 1e-6f,
+                     norm.data(), y.data(), post.data(), comb.data(), workspace.data(), nullptr, reference);
+        results[side][0] = download(y, y.size());
+        results[side][1] = download(post, post.size());
+        results[side][2] = download(comb, comb.size());
+        DeviceBuffer<float> copy(streams.size());
+        LONGCTX_CUDA_CHECK(cudaMemcpy(copy.data(), streams.data(), streams.size() * sizeof(float), cudaMemcpyDeviceToDevice));
+        cuda::hc_post(out.data(), post.data(), comb.data(), rows, hc, hidden, copy.data(), nullptr, reference);
+        updated[side] = download(copy, copy.size());
+      }
+      for (int k = 0; k < 3; ++k) {
+        const std::vector<float>& a = results[0][k];
+        const std::vector<float>& b = results[1][k];
+        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "output " << k << " hidden " << hidden << " rows " << rows;
+        EXPECT_TRUE(std::all_of(a.begin(), a.end(), [](float x) { return std::isfinite(x); })) << "output " << k;
+      }
+      EXPECT_EQ(0, std::memcmp(updated[0].data(), updated[1].data(), updated[0].size() * sizeof(float)))
+          << "hc_post hidden " << hidden << " rows " << rows;
+      std::printf("hc prefill kernels, hidden %lld rows %lld: y/post/comb/streams bitwise equal to the first kernels: %d/%d/%d/%d\n",
+                  static_cast<long long>(hidden), static_cast<long long>(rows),
+                  results[0][0] == results[1][0], results[0][1] == results[1][1], results[0][2] == results[1][2],
+                  updated[0] == updated[1]);
+    }
+  }
+}
+
 // ---------------------------------------------------------------- paged KV helpers
 
 // One layer's pages on host and device, with a one-chunk batch on the device.
@@ -874,6 +927,120 @@ TEST(CudaCompressor, MatchesCpuAcrossChunksAndBlocks) {
     EXPECT_GE(key_close, 0.98);
     EXPECT_LE(relative_error(got_main, ref_main), 0.07);
     EXPECT_LE(state_error, 1e-5);
+  }
+}
+
+// The parallel prefill path (independent entries pooled by their own blocks, the streaming walk
+// only for a chunk's head and tail) against the sequential walk (`streaming_only`), bitwise on
+// every window and compressed page byte: long chunks starting at 0, at odd positions and at block
+// boundaries, several chunks of different sizes in one batch, ratio 4 (overlapping) and 128, with
+// and without the indexer compressor. Pages start as the same random bytes on both sides, so an
+// entry the parallel path fails to write shows up.
+TEST(CudaCompressor, ParallelPrefillMatchesStreamingWalkBitwise) {
+  for (const int ratio : {4, 128}) {
+    for (const bool with_index : {true, false}) {
+      ModelConfig c = small_config();
+      c.compress_ratios = {ratio};
+      const KvLayout layout = make_kv_layout(c, {KvDtype::kFP8, IndexerKeyDtype::kFP4});
+      const LayerKvLayout& l = layout.layers[0];
+      const bool index = with_index && l.has_indexer;
+      if (with_index && !index) continue;  // ratio 128 layers have no indexer
+      // Chunk sizes of each sequence per step (0: the sequence sits the step out).
+      const std::vector<std::vector<int32_t>> plan = {
+          {8192, 8192, 5},  // starts at 0, then at a block boundary
+          {37, 8192, 130},  // an odd start (mid-entry for both ratios)
+          {256, 8193, 1},   // a block boundary, then an odd start inside an entry
+          {3, 0, 8190},     // a start inside the first ratio-4 entry
+          {1, 40, 0},       // decode-like rows next to long chunks
+      };
+      const int sequences = static_cast<int>(plan.size());
+      int64_t most = 0;
+      for (const auto& sizes : plan) most = std::max<int64_t>(most, std::accumulate(sizes.begin(), sizes.end(), int64_t{0}));
+      const int64_t blocks = (most + kKvBlockSize - 1) / kKvBlockSize;
+      const int64_t window_pages = sequences * blocks, compressed_pages = sequences * blocks;
+      const size_t wbytes = static_cast<size_t>(window_pages) * l.window_page_bytes;
+      const size_t cbytes = static_cast<size_t>(compressed_pages) * l.compressed_page_bytes;
+      std::vector<uint8_t> initial_window(wbytes), initial_compressed(cbytes);
+      std::mt19937 bytes_rng(7);
+      for (uint8_t& b : initial_window) b = static_cast<uint8_t>(bytes_rng());
+      for (uint8_t& b : initial_compressed) b = static_cast<uint8_t>(bytes_rng());
+      DeviceBuffer<uint8_t> window[2] = {to_device(initial_window), to_device(initial_window)};
+      DeviceBuffer<uint8_t> compressed[2] = {to_device(initial_compressed), to_device(initial_compressed)};
+
+      const int channels = static_cast<int>(c.head_dim), index_channels = static_cast<int>(c.index_head_dim);
+      const int main_width = (ratio == 4 ? 2 : 1) * channels, index_width = 2 * index_channels;
+      const DeviceBuffer<float> ape_m = to_device(random_floats(static_cast<size_t>(ratio * main_width), 0.5f, 91));
+      const DeviceBuffer<float> ape_i = to_device(random_floats(static_cast<size_t>(ratio * index_width), 0.5f, 92));
+      const DeviceBuffer<float> norm_m = to_device(random_floats(static_cast<size_t>(channels), 1.0f, 93));
+      const DeviceBuffer<float> norm_i = to_device(random_floats(static_cast<size_t>(index_channels), 1.0f, 94));
+      const DeviceBuffer<float> freq = to_device(RopeTable::for_layer(c, ratio).inverse_frequencies());
+      const cuda::CompressorView vm{ape_m.data(), norm_m.data(), ratio, ratio == 4 ? 1 : 0, channels};
+      const cuda::CompressorView vi{ape_i.data(), norm_i.data(), ratio, 1, index_channels};
+
+      std::vector<int32_t> position(static_cast<size_t>(sequences), 0);
+      for (size_t step = 0; step < plan[0].size(); ++step) {
+        // Sequence i: window block b -> page i * blocks + (blocks - 1 - b) (out of order),
+        // compressed block b -> page i * blocks + b.
+        std::vector<cuda::ChunkInfo> infos;
+        std::vector<int32_t> tables;
+        int32_t rows = 0;
+        for (int i = 0; i < sequences; ++i) {
+          const int32_t size = plan[static_cast<size_t>(i)][step];
+          if (size == 0) continue;
+          cuda::ChunkInfo info;
+          info.first_row = rows;
+          info.rows = size;
+          info.start_pos = position[static_cast<size_t>(i)];
+          info.window_table = static_cast<int32_t>(tables.size());
+          info.window_blocks = static_cast<int32_t>(blocks);
+          for (int64_t b = 0; b < blocks; ++b) tables.push_back(static_cast<int32_t>(i * blocks + blocks - 1 - b));
+          info.compressed_table[0] = static_cast<int32_t>(tables.size());
+          info.compressed_blocks[0] = static_cast<int32_t>(blocks);
+          for (int64_t b = 0; b < blocks; ++b) tables.push_back(static_cast<int32_t>(i * blocks + b));
+          infos.push_back(info);
+          rows += size;
+          position[static_cast<size_t>(i)] += size;
+        }
+        const size_t header = infos.size() * sizeof(cuda::ChunkInfo) / sizeof(int32_t);
+        std::vector<int32_t> meta(header);
+        std::memcpy(meta.data(), infos.data(), infos.size() * sizeof(cuda::ChunkInfo));
+        for (cuda::ChunkInfo& info : infos) {  // tables follow the chunk array
+          info.window_table += static_cast<int32_t>(header);
+          info.compressed_table[0] += static_cast<int32_t>(header);
+        }
+        std::memcpy(meta.data(), infos.data(), infos.size() * sizeof(cuda::ChunkInfo));
+        meta.insert(meta.end(), tables.begin(), tables.end());
+        const DeviceBuffer<int32_t> device_meta = to_device(meta);
+        const cuda::BatchView batch{reinterpret_cast<const cuda::ChunkInfo*>(device_meta.data()),
+                                    static_cast<int>(infos.size()), device_meta.data(), nullptr, nullptr, rows};
+        DeviceBuffer<float> mkv(static_cast<size_t>(rows) * main_width), msc(static_cast<size_t>(rows) * main_width);
+        DeviceBuffer<float> ikv(static_cast<size_t>(rows) * index_width), isc(static_cast<size_t>(rows) * index_width);
+        const uint64_t seed = 1000 * static_cast<uint64_t>(ratio) + 10 * step;
+        cuda::fill_floats_random(mkv.data(), static_cast<int64_t>(mkv.size()), 0.0f, 1.0f, seed + 1, nullptr);
+        cuda::fill_floats_random(msc.data(), static_cast<int64_t>(msc.size()), 0.0f, 1.0f, seed + 2, nullptr);
+        cuda::fill_floats_random(ikv.data(), static_cast<int64_t>(ikv.size()), 0.0f, 1.0f, seed + 3, nullptr);
+        cuda::fill_floats_random(isc.data(), static_cast<int64_t>(isc.size()), 0.0f, 1.0f, seed + 4, nullptr);
+        for (int side = 0; side < 2; ++side) {
+          const cuda::KvLayerView kv = cuda::make_kv_layer_view(layout, 0, window[side].data(), compressed[side].data());
+          cuda::run_compressors(kv, batch, vm, mkv.data(), msc.data(), index ? &vi : nullptr, ikv.data(), isc.data(),
+                                freq.data(), 1e-6f, nullptr, nullptr, 0, 0, /*streaming_only=*/side == 1);
+        }
+        const std::vector<uint8_t> w0 = download(window[0], wbytes), w1 = download(window[1], wbytes);
+        const std::vector<uint8_t> c0 = download(compressed[0], cbytes), c1 = download(compressed[1], cbytes);
+        size_t window_diff = 0, compressed_diff = 0;
+        for (size_t i = 0; i < wbytes; ++i) window_diff += w0[i] != w1[i];
+        for (size_t i = 0; i < cbytes; ++i) compressed_diff += c0[i] != c1[i];
+        const size_t written = cbytes - static_cast<size_t>(std::inner_product(
+                                            c1.begin(), c1.end(), initial_compressed.begin(), size_t{0}, std::plus<>(),
+                                            [](uint8_t a, uint8_t b) { return static_cast<size_t>(a == b); }));
+        std::printf("compressor c%d%s step %zu (%zu chunks, %d rows): window bytes differing %zu, compressed %zu "
+                    "(of %zu changed by the walk)\n",
+                    ratio, index ? " + indexer" : "", step, infos.size(), rows, window_diff, compressed_diff, written);
+        EXPECT_EQ(window_diff, 0u) << "ratio " << ratio << " step " << step;
+        EXPECT_EQ(compressed_diff, 0u) << "ratio " << ratio << " step " << step;
+        EXPECT_GT(written, 0u);
+      }
+    }
   }
 }
 
