@@ -18,15 +18,20 @@
 //
 // GEMM: a CTA computes 128 slots x 128 outputs; K advances 128 (one scale block) per step
 // through a 4-stage cp.async pipeline. Shared tiles have rows of 128 bytes whose 16-byte chunks
-// are XOR-swizzled by row (chunk ^ row % 8) so that ldmatrix reads hit 32 distinct banks.
-// 8 warps of 64 x 32 run mma.sync m16n8k32 e4m3 x e4m3 with f32 accumulation; each 128-block's
-// products are summed on the tensor core from zero (4 chained k32 steps) and promoted in fp32:
-// acc += block * (scale_x * scale_w), as the reference's fp8 GEMM does (promotion per 128).
+// are XOR-swizzled by row (chunk ^ row % 8): the wgmma 128-byte swizzle (stages 1024-byte
+// aligned), and conflict-free ldmatrix. Two warpgroups each run wgmma m64n128k32 e4m3 x e4m3
+// (QGMMA) with f32 accumulators; each 128-block's products are summed on the tensor core from
+// zero (4 chained k32 steps) and promoted in fp32: acc += block * (scale_x * scale_w), as the
+// reference's fp8 GEMM does (promotion per 128; the unit's accumulation keeps fewer bits than
+// fp32, about 3e-4 of the output's magnitude here). LONGCTX_CUDA_TC_MMA_SYNC=1 selects 8 warps
+// of 64 x 32 running mma.sync m16n8k32 e4m3 instead: on sm_90 ptxas lowers it to fp16 HMMA
+// (exact products, fp32-like sums, ~1e-7) at about 60% of the wgmma kernel's speed.
 // Persistent CTAs walk the tiles of a batch of groups in (group, row tile, output tile) order,
 // the output tile fastest, so concurrent CTAs share A rows and one group's weights stay in L2.
 // The group table is read on the device: the host never learns the rows per expert.
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_common.cuh"
@@ -42,7 +47,7 @@ constexpr int kStages = 4;
 constexpr int kThreads = 256;
 constexpr int kTileBytes = kBM * kBK;
 constexpr int kStageBytes = 2 * kTileBytes + 2 * 128 * static_cast<int>(sizeof(float));
-constexpr int kSharedBytes = kStages * kStageBytes;
+constexpr int kSharedBytes = kStages * kStageBytes + 1024;  // + alignment of the stages to 1024
 constexpr int kMaxBatch = 256;     // groups per GEMM launch (the shared group table)
 constexpr int kConvertBatch = 8;   // fp4 groups converted per launch (scratch)
 constexpr int kMinRowsPerGroup = 16;
@@ -93,6 +98,26 @@ __device__ __forceinline__ void mma_e4m3(float* d, const uint32_t* a, const uint
       "{%8, %9}, {%0, %1, %2, %3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Warpgroup MMA (sm_90a): d = (accumulate ? d : 0) + A B for a 64 x 32 e4m3 A and a 128 x 32
+// e4m3 B, both K-major in shared memory with the 128-byte swizzle (descriptors below).
+__device__ __forceinline__ void wgmma_e4m3_128(float* d, uint64_t a, uint64_t b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(a), "l"(b), "r"(accumulate));
+}
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait_all() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Shared-memory matrix descriptor of a K-major tile with rows of 128 bytes, 128-byte swizzle
+// (16-byte chunk c of row r stored at chunk c ^ (r % 8); the tile 1024-byte aligned): start
+// address, leading offset unused (1), 1024 bytes between 8-row groups, swizzle mode 1.
+__device__ __forceinline__ uint64_t smem_desc(const void* p) {
+  const uint64_t address = smem_addr(p);
+  return ((address & 0x3ffffu) >> 4) | (uint64_t{1} << 16) | (uint64_t{1024 >> 4} << 32) | (uint64_t{1} << 62);
 }
 
 // One warp per (slot, 128-block): e4m3 codes of x / scale and the block's scale.
@@ -163,9 +188,11 @@ __global__ void convert_fp4_kernel(const uint8_t* weight, const uint8_t* scale, 
   }
 }
 
-template <bool kFp8Weights>
+template <bool kFp8Weights, bool kWgmma>
 __global__ void __launch_bounds__(kThreads, 1) grouped_tc_kernel(TcArgs a) {
-  extern __shared__ __align__(128) uint8_t shared[];
+  extern __shared__ __align__(128) uint8_t shared_raw[];
+  // Stages 1024-byte aligned: the 128-byte swizzle pattern follows address bits 7-9.
+  uint8_t* shared = shared_raw + ((1024 - (smem_addr(shared_raw) & 1023u)) & 1023u);
   __shared__ int tile_start[kMaxBatch + 1];
   __shared__ int group_of[kMaxBatch];
   __shared__ int base_of[kMaxBatch];
@@ -193,11 +220,16 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_tc_kernel(TcArgs a) {
   const int k_blocks = static_cast<int>(a.in / kBK);
   const int warp = tid >> 5;
   const int lane = tid & 31;
-  const int wm = warp & 1;   // 64-row half of the tile
-  const int wn = warp >> 1;  // 32-output quarter
   const int gq = lane >> 2;  // fragment row group
   const int tq = lane & 3;   // thread in group
-
+  // Accumulator e of this thread (64 of them; the C/D fragment layout of m16n8 tiles) sits at
+  // tile row row_base + row_part(e), output col_base + col_part(e).
+  // mma.sync: warps 2 (rows) x 4 (outputs) of 64 x 32, e = (mi * 4 + ni) * 4 + h.
+  // wgmma: warpgroup wg owns rows 64 wg.., its warp w4 rows 16 w4.., e = i * 4 + h for n8 tile i.
+  const int row_base = kWgmma ? (warp >> 2) * 64 + (warp & 3) * 16 + gq : (warp & 1) * 64 + gq;
+  const int col_base = kWgmma ? 2 * tq : (warp >> 1) * 32 + 2 * tq;
+  const auto row_part = [](int e) { return kWgmma ? 8 * ((e & 3) >> 1) : (e / 16) * 16 + 8 * ((e & 3) >> 1); };
+  const auto col_part = [](int e) { return kWgmma ? (e / 4) * 8 + (e & 1) : ((e / 4) % 4) * 8 + (e & 1); };
   for (int tile = blockIdx.x; tile < total; tile += gridDim.x) {
     int lo = 0, hi = a.batch_size - 1;  // the last j with tile_start[j] <= tile
     while (lo < hi) {
@@ -246,15 +278,9 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_tc_kernel(TcArgs a) {
       }
     };
 
-    float acc[4][4][4];
+    float acc[64];
 #pragma unroll
-    for (int mi = 0; mi < 4; ++mi) {
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) acc[mi][ni][e] = 0.0f;
-      }
-    }
+    for (int e = 0; e < 64; ++e) acc[e] = 0.0f;
 #pragma unroll
     for (int s = 0; s < kStages - 1; ++s) {
       if (s < k_blocks) load_stage(s);
@@ -262,6 +288,8 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_tc_kernel(TcArgs a) {
     }
     for (int kb = 0; kb < k_blocks; ++kb) {
       cp_async_wait<kStages - 2>();
+      // cp.async wrote through the generic proxy; the wgmma reads through the async proxy.
+      if constexpr (kWgmma) asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
       __syncthreads();  // stage kb landed for all; stage kb - 1 is no longer read
       if (kb + kStages - 1 < k_blocks) load_stage(kb + kStages - 1);
       cp_async_commit();
@@ -270,86 +298,68 @@ __global__ void __launch_bounds__(kThreads, 1) grouped_tc_kernel(TcArgs a) {
       const uint8_t* sb = stage + kTileBytes;
       const float* ssa = reinterpret_cast<const float*>(stage + 2 * kTileBytes);
       const float* ssb = ssa + 128;
-      float part[4][4][4];
+      float part[64];
+      if constexpr (kWgmma) {
+        // The block's 4 k32 steps chained on the tensor core, the first from zero.
+        const uint64_t da = smem_desc(sa + (warp >> 2) * 64 * kBK);
+        const uint64_t db = smem_desc(sb);
+        wgmma_fence();
 #pragma unroll
-      for (int mi = 0; mi < 4; ++mi) {
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-#pragma unroll
-          for (int e = 0; e < 4; ++e) part[mi][ni][e] = 0.0f;
-        }
-      }
-#pragma unroll
-      for (int ks = 0; ks < kBK / 32; ++ks) {
-        uint32_t af[4][4];
-        uint32_t bf[4][2];
-#pragma unroll
-        for (int mi = 0; mi < 4; ++mi) {
-          const int r = wm * 64 + mi * 16 + (lane & 15);
-          const int c = ks * 2 + (lane >> 4);
-          ldmatrix_x4(af[mi], sa + r * kBK + ((c ^ (r & 7)) << 4));
-        }
-#pragma unroll
-        for (int np = 0; np < 2; ++np) {
-          const int r = wn * 32 + np * 16 + (lane & 7) + ((lane >> 4) << 3);
-          const int c = ks * 2 + ((lane >> 3) & 1);
-          uint32_t q[4];
-          ldmatrix_x4(q, sb + r * kBK + ((c ^ (r & 7)) << 4));
-          bf[2 * np][0] = q[0];
-          bf[2 * np][1] = q[1];
-          bf[2 * np + 1][0] = q[2];
-          bf[2 * np + 1][1] = q[3];
-        }
-#pragma unroll
-        for (int mi = 0; mi < 4; ++mi) {
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) mma_e4m3(part[mi][ni], af[mi], bf[ni]);
-        }
-      }
-      // Promotion of the 128-block in fp32.
-      float sx[4][2];
-      float sw[4][2];
-#pragma unroll
-      for (int mi = 0; mi < 4; ++mi) {
-        sx[mi][0] = ssa[wm * 64 + mi * 16 + gq];
-        sx[mi][1] = ssa[wm * 64 + mi * 16 + gq + 8];
-      }
-      if constexpr (kFp8Weights) {
-        const float s = e8m0_to_float(__ldg(scale_row + kb));
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) sw[ni][0] = sw[ni][1] = s;
+        for (int ks = 0; ks < kBK / 32; ++ks) wgmma_e4m3_128(part, da + 2 * ks, db + 2 * ks, ks);  // +32 bytes
+        wgmma_commit();
+        wgmma_wait_all();
       } else {
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-          sw[ni][0] = ssb[wn * 32 + ni * 8 + 2 * tq];
-          sw[ni][1] = ssb[wn * 32 + ni * 8 + 2 * tq + 1];
-        }
-      }
+        for (int e = 0; e < 64; ++e) part[e] = 0.0f;
+        const int wm = warp & 1;
+        const int wn = warp >> 1;
 #pragma unroll
-      for (int mi = 0; mi < 4; ++mi) {
+        for (int ks = 0; ks < kBK / 32; ++ks) {
+          uint32_t af[4][4];
+          uint32_t bf[4][2];
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
+          for (int mi = 0; mi < 4; ++mi) {
+            const int r = wm * 64 + mi * 16 + (lane & 15);
+            const int c = ks * 2 + (lane >> 4);
+            ldmatrix_x4(af[mi], sa + r * kBK + ((c ^ (r & 7)) << 4));
+          }
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            acc[mi][ni][e] = fmaf(part[mi][ni][e], sx[mi][e >> 1] * sw[ni][e & 1], acc[mi][ni][e]);
+          for (int np = 0; np < 2; ++np) {
+            const int r = wn * 32 + np * 16 + (lane & 7) + ((lane >> 4) << 3);
+            const int c = ks * 2 + ((lane >> 3) & 1);
+            uint32_t q[4];
+            ldmatrix_x4(q, sb + r * kBK + ((c ^ (r & 7)) << 4));
+            bf[2 * np][0] = q[0];
+            bf[2 * np][1] = q[1];
+            bf[2 * np + 1][0] = q[2];
+            bf[2 * np + 1][1] = q[3];
+          }
+#pragma unroll
+          for (int mi = 0; mi < 4; ++mi) {
+#pragma unroll
+            for (int ni = 0; ni < 4; ++ni) mma_e4m3(part + (mi * 4 + ni) * 4, af[mi], bf[ni]);
           }
         }
+      }
+      // Promotion of the 128-block in fp32: acc += part * (scale_x[row] * scale_w[col]).
+      const float fp8_scale = kFp8Weights ? e8m0_to_float(__ldg(scale_row + kb)) : 0.0f;
+#pragma unroll
+      for (int e = 0; e < 64; e += 2) {
+        const float sx = ssa[row_base + row_part(e)];
+        const float sw0 = kFp8Weights ? fp8_scale : ssb[col_base + col_part(e)];
+        const float sw1 = kFp8Weights ? fp8_scale : ssb[col_base + col_part(e) + 1];
+        acc[e] = fmaf(part[e], sx * sw0, acc[e]);
+        acc[e + 1] = fmaf(part[e + 1], sx * sw1, acc[e + 1]);
       }
     }
     cp_async_wait<0>();
     __syncthreads();  // the next tile's prologue overwrites the stages
 #pragma unroll
-    for (int mi = 0; mi < 4; ++mi) {
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = m0 + wm * 64 + mi * 16 + gq + 8 * h;
-        if (r >= count) continue;
-        float* y_row = a.y + (base + r) * a.y_stride;
-#pragma unroll
-        for (int ni = 0; ni < 4; ++ni) {
-          const int64_t col = n0 + wn * 32 + ni * 8 + 2 * tq;
-          if (col < a.out) *reinterpret_cast<float2*>(y_row + col) = make_float2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
-        }
+    for (int e = 0; e < 64; e += 2) {
+      const int r = m0 + row_base + row_part(e);
+      const int64_t col = n0 + col_base + col_part(e);
+      if (r < count && col < a.out) {
+        *reinterpret_cast<float2*>(a.y + (base + r) * a.y_stride + col) = make_float2(acc[e], acc[e + 1]);
       }
     }
   }
@@ -416,10 +426,19 @@ bool grouped_linear_tc(const LinearView& w, int groups, const int32_t* offsets, 
   quantize_slots_kernel<<<ceil_div_u(warps, 8), 256, 0, stream>>>(x, x_stride, x_rows, total_slots, w.in, xq, xs);
   LONGCTX_CUDA_CHECK_LAUNCH();
 
+  // LONGCTX_CUDA_TC_MMA_SYNC=1: the mma.sync kernel instead of wgmma (A/B runs).
+  static const bool mma_sync = [] {
+    const char* text = std::getenv("LONGCTX_CUDA_TC_MMA_SYNC");
+    return text != nullptr && text[0] == '1';
+  }();
   static bool attributes_set = false;
   if (!attributes_set) {
-    LONGCTX_CUDA_CHECK(cudaFuncSetAttribute(grouped_tc_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
-    LONGCTX_CUDA_CHECK(cudaFuncSetAttribute(grouped_tc_kernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
+    for (const void* kernel : {reinterpret_cast<const void*>(&grouped_tc_kernel<true, true>),
+                               reinterpret_cast<const void*>(&grouped_tc_kernel<false, true>),
+                               reinterpret_cast<const void*>(&grouped_tc_kernel<true, false>),
+                               reinterpret_cast<const void*>(&grouped_tc_kernel<false, false>)}) {
+      LONGCTX_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes));
+    }
     attributes_set = true;
   }
   TcArgs a{};
@@ -451,9 +470,15 @@ bool grouped_linear_tc(const LinearView& w, int groups, const int32_t* offsets, 
           w.weight, w.scale, w.group_weight_bytes, w.group_scale_bytes, w.out, w.in, group_list, begin, a.batch_size,
           wq, ws);
       LONGCTX_CUDA_CHECK_LAUNCH();
-      grouped_tc_kernel<false><<<workspace.sm_count, kThreads, kSharedBytes, stream>>>(a);
+      if (mma_sync) {
+        grouped_tc_kernel<false, false><<<workspace.sm_count, kThreads, kSharedBytes, stream>>>(a);
+      } else {
+        grouped_tc_kernel<false, true><<<workspace.sm_count, kThreads, kSharedBytes, stream>>>(a);
+      }
+    } else if (mma_sync) {
+      grouped_tc_kernel<true, false><<<workspace.sm_count, kThreads, kSharedBytes, stream>>>(a);
     } else {
-      grouped_tc_kernel<true><<<workspace.sm_count, kThreads, kSharedBytes, stream>>>(a);
+      grouped_tc_kernel<true, true><<<workspace.sm_count, kThreads, kSharedBytes, stream>>>(a);
     }
     LONGCTX_CUDA_CHECK_LAUNCH();
   }

@@ -4,7 +4,10 @@
 // Tolerance: the reference computes the same exact e4m3 x (fp4|fp8) products (the activations
 // are fp8-simulated first, as the caller does) and sums them in fp32 sequentially; the tensor
 // cores sum each 128-block inside the MMA unit and the blocks are promoted in fp32, so only the
-// summation differs. Measured max |y - ref| / max |ref| on the H100: see kTolerance.
+// summation differs. The wgmma fp8 unit (QGMMA) accumulates with fewer bits than fp32 (the
+// reason the reference's fp8 GEMM promotes every 128): measured max |y - ref| / max |ref| on the
+// H100 3.4e-4 (fp4 2.97e-4..3.1e-4, fp8 2.7e-4..3.4e-4; 1.2e-4 in the scale-spread test), so
+// 1e-3. The mma.sync variant (LONGCTX_CUDA_TC_MMA_SYNC=1, run on fp16 HMMA) measured 1.4e-7.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,7 +32,7 @@ using cuda_test::random_floats;
 using cuda_test::random_linear;
 using cuda_test::relative_error;
 
-constexpr double kTolerance = 2e-4;
+constexpr double kTolerance = 1e-3;
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
