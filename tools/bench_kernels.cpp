@@ -28,6 +28,8 @@ experts, hyper-connection pre.
   --batches LIST       decode batch sizes (default 1,8,64)
   --gemm-rows LIST     M of the linears (default 1,8,64,512,4096,8192)
   --moe-tokens LIST    tokens of the MoE cases (default 1,2,4,...,256)
+  --moe-prefill-tokens LIST  tokens of the MoE prefill cases, 8 experts, tensor cores vs fp32
+                       (default 1024,2048,4096,8192,16384)
   --kv-cache-dtype D   KV entries: fp8 (default), bf16, fp32
   --indexer-dtype D    indexer keys: fp4 (default), bf16, fp32
   --repeats N          at most N timed repeats per case (default 50)
@@ -44,7 +46,7 @@ int bench_kernels(const std::vector<std::string>& argv) {
     return 0;
   }
   args.check_known({"help", "device", "only", "models", "contexts", "batches", "gemm-rows",
-                    "moe-tokens", "kv-cache-dtype", "indexer-dtype", "repeats", "budget-ms",
+                    "moe-tokens", "moe-prefill-tokens", "kv-cache-dtype", "indexer-dtype", "repeats", "budget-ms",
                     "csv"});
   if (args.get_or("device", "cuda") != "cuda")
     fail("longctx bench kernels times the CUDA kernels: --device cuda");
@@ -85,6 +87,7 @@ int bench_kernels(const std::vector<std::string>& argv) {
   positive_list("batches", &options.batches);
   positive_list("gemm-rows", &options.gemm_rows);
   positive_list("moe-tokens", &options.moe_tokens);
+  positive_list("moe-prefill-tokens", &options.moe_prefill_tokens);
   for (const int64_t context : options.contexts) {
     if (context < 4096)
       fail("--contexts: at least 4096 (the indexer must have more entries than top-k), got ",

@@ -19,6 +19,8 @@ struct KernelBenchOptions {
   std::vector<int64_t> batches = {1, 8, 64};
   std::vector<int64_t> gemm_rows = {1, 8, 64, 512, 4096, 8192};
   std::vector<int64_t> moe_tokens = {1, 2, 4, 8, 16, 32, 64, 128, 256};
+  // Prefill steps of the MoE with 8 experts: tensor cores against the fp32 kernels.
+  std::vector<int64_t> moe_prefill_tokens = {1024, 2048, 4096, 8192, 16384};
   KvDtype kv_dtype = KvDtype::kFP8;
   IndexerKeyDtype key_dtype = IndexerKeyDtype::kFP4;
   int max_repeats = 50;

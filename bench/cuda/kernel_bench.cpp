@@ -116,6 +116,8 @@ class KernelBench {
     if (wants("moe")) {
       for (const std::string& model : options_.models)
         moe(model);
+      for (const std::string& model : options_.models)
+        moe_prefill(model);
     }
     if (wants("hc")) hyper_connections();
     if (!options_.csv_path.empty()) {
@@ -587,27 +589,39 @@ class KernelBench {
     }
   }
 
-  // Routed experts (fp4 e2m1 + per-32 scales): w1 and w3 [inter x hidden] on the tokens, then w2
-  // [hidden x inter] on the slots; each token picks k distinct experts uniformly (a balanced
-  // router).
-  void moe(const std::string& model) {
+  // The fast mode's workspace: tensor cores from tensor_core_min_rows rows (CudaOptions'
+  // default), with the grouped GEMM's scratch grown to `bytes`.
+  LinearWorkspace tensor_core_workspace(size_t bytes) {
+    if (tc_scratch_.size() < bytes) tc_scratch_.resize(bytes);
+    LinearWorkspace w = workspace_;
+    w.tensor_core_min_rows = 64;
+    w.tc_scratch = tc_scratch_.data();
+    w.tc_scratch_bytes = tc_scratch_.size();
+    return w;
+  }
+
+  // Times w1, w3 (on the tokens, gathered) and w2 (on the slots) of `experts` stacked fp4 experts
+  // for each token count, each token picking k distinct experts uniformly (a balanced router:
+  // uneven counts by chance), on the fp32 kernels (tensor_core_min_rows = 0) and, with
+  // `tensor_cores`, on the tensor-core path too.
+  void moe_cases(const std::string& model, int64_t experts, const std::vector<int64_t>& token_counts,
+                 bool tensor_cores) {
     const ModelConfig c = test_model_preset(model, 4);
-    const int64_t experts = c.n_routed_experts, k = c.num_experts_per_tok;
+    const int64_t k = c.num_experts_per_tok;
     const int64_t hidden = c.hidden_size, inter = c.moe_intermediate_size;
-    table_.section("MoE grouped GEMM, fp4 experts, " + model_tag(model) + " (" +
-                   std::to_string(experts) + " experts of [" + std::to_string(inter) + " x " +
-                   std::to_string(hidden) + "] x3, top-" + std::to_string(k) + ")");
     const DeviceMatrix w1(kWeightFP4, inter, hidden, experts, 201);
     const DeviceMatrix w3(kWeightFP4, inter, hidden, experts, 202);
     const DeviceMatrix w2(kWeightFP4, hidden, inter, experts, 203);
-    const int64_t max_tokens =
-        *std::max_element(options_.moe_tokens.begin(), options_.moe_tokens.end());
-    const DeviceBuffer<float> x = random_floats(static_cast<size_t>(max_tokens * hidden), 204);
+    const int64_t max_tokens = *std::max_element(token_counts.begin(), token_counts.end());
+    // Activations fp8-simulated, as the forward passes them to the routed experts.
+    DeviceBuffer<float> x = random_floats(static_cast<size_t>(max_tokens * hidden), 204);
+    fp8_simulate_rows(x.data(), max_tokens, hidden, hidden, x.data(), hidden, nullptr);
     DeviceBuffer<float> gate(static_cast<size_t>(max_tokens * k * inter)), up(gate.size());
-    const DeviceBuffer<float> act = random_floats(gate.size(), 205);
+    DeviceBuffer<float> act = random_floats(gate.size(), 205);
+    fp8_simulate_rows(act.data(), max_tokens * k, inter, inter, act.data(), inter, nullptr);
     DeviceBuffer<float> out(static_cast<size_t>(max_tokens * k * hidden));
     std::mt19937_64 random(7);
-    for (const int64_t tokens : options_.moe_tokens) {
+    for (const int64_t tokens : token_counts) {
       std::vector<std::vector<int32_t>> members(static_cast<size_t>(experts));
       std::vector<int32_t> pool(static_cast<size_t>(experts));
       for (int64_t t = 0; t < tokens; ++t) {
@@ -634,17 +648,6 @@ class KernelBench {
       const DeviceBuffer<int32_t> d_counts = to_device(counts), d_offsets = to_device(offsets),
                                   d_rows = to_device(slot_rows), d_busy = to_device(busy);
       const int64_t slots = static_cast<int64_t>(slot_rows.size());
-      const double ms = timer_.median_ms([&] {
-        grouped_linear(w1.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(), slots,
-                       x.data(), hidden, d_rows.data(), gate.data(), inter, workspace_, nullptr,
-                       d_busy.data());
-        grouped_linear(w3.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(), slots,
-                       x.data(), hidden, d_rows.data(), up.data(), inter, workspace_, nullptr,
-                       d_busy.data());
-        grouped_linear(w2.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(), slots,
-                       act.data(), inter, nullptr, out.data(), hidden, workspace_, nullptr,
-                       d_busy.data());
-      });
       const double weight_bytes =
           static_cast<double>(active) *
           static_cast<double>(w1.bytes_per_group + w3.bytes_per_group + w2.bytes_per_group);
@@ -653,11 +656,55 @@ class KernelBench {
                  3.0 * static_cast<double>(slots * inter) + static_cast<double>(slots * hidden));
       const double flops =
           2.0 * 3.0 * static_cast<double>(slots) * static_cast<double>(inter * hidden);
-      table_.add("moe",
-                 model_tag(model) + " " + std::to_string(tokens) + " tokens (" +
-                     std::to_string(active) + " experts busy)",
-                 ms, weight_bytes + activation_bytes, flops, Peak::kFP8);
+      const auto time = [&](const LinearWorkspace& workspace, const std::string& path) {
+        const double ms = timer_.median_ms([&] {
+          grouped_linear(w1.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(),
+                         slots, x.data(), hidden, d_rows.data(), gate.data(), inter, workspace,
+                         nullptr, d_busy.data());
+          grouped_linear(w3.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(),
+                         slots, x.data(), hidden, d_rows.data(), up.data(), inter, workspace,
+                         nullptr, d_busy.data());
+          grouped_linear(w2.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(),
+                         slots, act.data(), inter, nullptr, out.data(), hidden, workspace,
+                         nullptr, d_busy.data());
+        });
+        table_.add("moe",
+                   model_tag(model) + " " + std::to_string(tokens) + " tokens (" +
+                       std::to_string(active) + " experts busy)" + path,
+                   ms, weight_bytes + activation_bytes, flops, Peak::kFP8);
+      };
+      if (tensor_cores) {
+        const size_t bytes =
+            std::max(grouped_linear_tc_scratch_bytes(w1.view, static_cast<int>(experts), slots),
+                     grouped_linear_tc_scratch_bytes(w2.view, static_cast<int>(experts), slots));
+        time(tensor_core_workspace(bytes), ", tensor cores");
+      }
+      time(workspace_, tensor_cores ? ", fp32 SIMT" : "");
     }
+  }
+
+  // Routed experts (fp4 e2m1 + per-32 scales) at decode sizes, all the preset's experts.
+  void moe(const std::string& model) {
+    const ModelConfig c = test_model_preset(model, 4);
+    const int64_t experts = c.n_routed_experts, k = c.num_experts_per_tok;
+    table_.section("MoE grouped GEMM, fp4 experts, " + model_tag(model) + " (" +
+                   std::to_string(experts) + " experts of [" +
+                   std::to_string(c.moe_intermediate_size) + " x " +
+                   std::to_string(c.hidden_size) + "] x3, top-" + std::to_string(k) + ")");
+    moe_cases(model, experts, options_.moe_tokens, false);
+  }
+
+  // Prefill sizes with 8 experts kept (as `bench e2e --experts 8`): 1.5K-12K rows per expert,
+  // the tensor-core path against the fp32 kernels.
+  void moe_prefill(const std::string& model) {
+    const ModelConfig c = test_model_preset(model, 4);
+    const int64_t experts = 8, k = c.num_experts_per_tok;
+    table_.section("MoE grouped GEMM at prefill, fp4 experts, " + model_tag(model) + " (" +
+                   std::to_string(experts) + " experts of [" +
+                   std::to_string(c.moe_intermediate_size) + " x " +
+                   std::to_string(c.hidden_size) + "] x3, top-" + std::to_string(k) +
+                   "), tensor cores vs fp32 SIMT");
+    moe_cases(model, experts, options_.moe_prefill_tokens, true);
   }
 
   void hyper_connections() {
@@ -705,6 +752,7 @@ class KernelBench {
   ResultTable table_;
   DeviceBuffer<float> partial_;
   LinearWorkspace workspace_;
+  DeviceBuffer<uint8_t> tc_scratch_;
 };
 
 }  // namespace

@@ -290,6 +290,7 @@ struct CudaBackend::Impl {
       active_experts;
   DeviceBuffer<float> head_in, logits, hidden_out, mtp_e, mtp_ep;
   DeviceBuffer<float> partial;
+  DeviceBuffer<uint8_t> tc_scratch;  // the tensor-core grouped GEMM's (LinearWorkspace::tc_scratch)
   // Speculative decoding: every layer's compressor state after each row, [rows][snapshot_floats]
   // (layers at snapshot_offsets), taken while `take_snapshots` and copied to the chunks' host
   // buffers after the step.
@@ -555,6 +556,22 @@ struct CudaBackend::Impl {
     grow(expert_up, n * k * inter);
     grow(expert_hidden, n * k * inter);
     grow(slot_out, n * k * hidden);
+    if (tensor_cores(rows * static_cast<int64_t>(k))) {
+      // The routed experts' tensor-core path: quantized slots and a batch of converted experts.
+      const int64_t slots = rows * static_cast<int64_t>(k);
+      const int groups = static_cast<int>(experts);
+      size_t bytes = 0;
+      const auto need = [&](const DeviceBlock& b) {
+        for (const DeviceLinear* w : {&b.experts.w1, &b.experts.w2}) {
+          bytes = std::max(bytes, grouped_linear_tc_scratch_bytes(w->view, groups, slots));
+        }
+      };
+      for (const DeviceBlock& b : blocks) need(b);
+      for (const DeviceMtp& m : mtp) need(m.block);
+      grow(tc_scratch, bytes);
+      workspace.tc_scratch = tc_scratch.data();
+      workspace.tc_scratch_bytes = tc_scratch.size();
+    }
     grow(shared_gate, n * inter);
     grow(shared_up, n * inter);
     grow(shared_hidden, n * inter);
@@ -707,16 +724,20 @@ struct CudaBackend::Impl {
     const float* expert_in = b.experts.w1.quantize_activations ? xq_in : x_in;
     const int64_t slots = rows * k;
     timer.mark("routed experts", stream);
+    // The tensor-core path takes e4m3 activations: only where the reference quantizes them.
+    LinearWorkspace up_workspace = workspace, down_workspace = workspace;
+    if (!b.experts.w1.quantize_activations) up_workspace.tensor_core_min_rows = 0;
+    if (!b.experts.w2.quantize_activations) down_workspace.tensor_core_min_rows = 0;
     grouped_linear(b.experts.w1.view, experts, expert_offsets.data(), expert_counts.data(), slots, expert_in, hidden,
-                   slot_rows.data(), expert_gate.data(), inter, workspace, stream, active_experts.data());
+                   slot_rows.data(), expert_gate.data(), inter, up_workspace, stream, active_experts.data());
     grouped_linear(b.experts.w3.view, experts, expert_offsets.data(), expert_counts.data(), slots, expert_in, hidden,
-                   slot_rows.data(), expert_up.data(), inter, workspace, stream, active_experts.data());
+                   slot_rows.data(), expert_up.data(), inter, up_workspace, stream, active_experts.data());
     swiglu(expert_gate.data(), expert_up.data(), slots, inter, slot_weights.data(), limit, expert_hidden.data(), stream);
     if (b.experts.w2.quantize_activations) {
       fp8_simulate_rows(expert_hidden.data(), slots, inter, inter, expert_hidden.data(), inter, stream);
     }
     grouped_linear(b.experts.w2.view, experts, expert_offsets.data(), expert_counts.data(), slots,
-                   expert_hidden.data(), inter, nullptr, slot_out.data(), hidden, workspace, stream,
+                   expert_hidden.data(), inter, nullptr, slot_out.data(), hidden, down_workspace, stream,
                    active_experts.data());
     const float* shared_result = nullptr;
     if (b.shared) {

@@ -51,6 +51,10 @@ struct LinearWorkspace {
   // promotion per scale block): the precision of the reference's fp8 GEMM, not the fp32 chains
   // above, so not batch-invariant. 0: never (batch-invariant mode).
   int tensor_core_min_rows = 0;
+  // Scratch of the tensor-core grouped GEMM (quantized activations, converted fp4 weights):
+  // at least grouped_linear_tc_scratch_bytes(); too little falls back to the fp32 kernels.
+  uint8_t* tc_scratch = nullptr;
+  size_t tc_scratch_bytes = 0;
 };
 
 // y[r, o] = sum_k x[r, c(o) + k] W[o, k] for r < rows; c(o) = (o / x_group_outputs) * in when
@@ -68,6 +72,19 @@ void grouped_linear(const LinearView& w, int groups, const int32_t* offsets, con
                     int64_t total_slots, const float* x, int64_t x_stride, const int32_t* x_rows,
                     float* y, int64_t y_stride, const LinearWorkspace& workspace,
                     cudaStream_t stream, const int32_t* group_list = nullptr);
+
+// ---------------------------------------------------------------- grouped_gemm_tc.cu
+// The tensor-core path of grouped_linear (fp4 / fp8 weights, activations already fp8-simulated:
+// e4m3 x e4m3 products with fp32 promotion per 128-block); grouped_linear dispatches to it when
+// total_slots >= workspace.tensor_core_min_rows > 0. Returns false, enqueuing nothing, when the
+// format, layout or scratch does not allow it, or with under 16 rows per busy group on average
+// (streaming the weights wins there).
+bool grouped_linear_tc(const LinearView& w, int groups, const int32_t* offsets, const int32_t* counts,
+                       int64_t total_slots, const float* x, int64_t x_stride, const int32_t* x_rows, float* y,
+                       int64_t y_stride, const LinearWorkspace& workspace, cudaStream_t stream,
+                       const int32_t* group_list = nullptr);
+// Scratch bytes that path needs for total_slots slots (fp4: up to 8 groups converted at once).
+size_t grouped_linear_tc_scratch_bytes(const LinearView& w, int groups, int64_t total_slots);
 
 // fp8 simulation of activations, blocks of 128 along each row (cols % 128 == 0): out = the e4m3
 // value times the power-of-two block scale. out may alias x.

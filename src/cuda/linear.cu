@@ -990,6 +990,11 @@ void grouped_linear(const LinearView& w, int groups, const int32_t* offsets, con
                     float* y, int64_t y_stride, const LinearWorkspace& workspace,
                     cudaStream_t stream, const int32_t* group_list) {
   if (total_slots <= 0) return;
+  if (workspace.tensor_core_min_rows > 0 && total_slots >= workspace.tensor_core_min_rows &&
+      grouped_linear_tc(w, groups, offsets, counts, total_slots, x, x_stride, x_rows, y, y_stride, workspace, stream,
+                        group_list)) {
+    return;
+  }
   LinearArgs a = base_args(w, x, x_stride, y, y_stride);
   a.offsets = offsets;
   a.counts = counts;
