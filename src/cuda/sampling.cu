@@ -195,26 +195,32 @@ __global__ void __launch_bounds__(kThreads) draw_kernel(int64_t vocab, const Row
   __shared__ double shared_total, shared_mass;
   __shared__ int64_t shared_end, shared_cut;
 
-  // total = sum of exp(s - top) over the kept entries, in order.
+  // total = sum of exp(s - top) over the kept entries, in order. Thread 0 adds eight staged
+  // terms per step (the loads run ahead of the dependent adds); the no-op test runs once per
+  // tile, on its last term: terms added after the first no-op one are no-ops too.
   if (threadIdx.x == 0) shared_end = length;
   for (int64_t start = 0; start < length; start += kTile) {
     const int n = static_cast<int>(lmin(kTile, length - start));
-    for (int j = threadIdx.x; j < n; j += kThreads) {
-      const double e = sampling_exp(sub(s[start + j], top));
+    const int padded = (n + 7) & ~7;
+    for (int j = threadIdx.x; j < padded; j += kThreads) {
+      double e = 0.0;  // adding +0 leaves a sum as it is
+      if (j < n) {
+        e = sampling_exp(sub(s[start + j], top));
+        w[start + j] = e;
+      }
       tile[j] = e;
-      w[start + j] = e;
     }
     __syncthreads();
     if (threadIdx.x == 0) {
       double total = start == 0 ? 0.0 : shared_total;
-      for (int j = 0; j < n; ++j) {
-        const double v = tile[j];
-        if (v < mul(total, 0x1p-57)) {
-          shared_end = start + j;
-          break;
-        }
-        total = add(total, v);
+      for (int c = 0; c < padded; c += 8) {
+        double x[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) x[k] = tile[c + k];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) total = add(total, x[k]);
       }
+      if (tile[n - 1] < mul(total, 0x1p-57)) shared_end = start + n;
       shared_total = total;
     }
     __syncthreads();
@@ -237,19 +243,41 @@ __global__ void __launch_bounds__(kThreads) draw_kernel(int64_t vocab, const Row
     stop = lmin(stop, block_min(first));
   }
 
-  // The running mass of the probabilities, in order, until top-p is reached; w <- the prefix sums.
+  // The running mass of the probabilities, in order, until top-p is reached; w <- the prefix
+  // sums. The mass never decreases, so the top-p test runs once per eight terms and, when it
+  // passes, finds the first of them that reached top_p.
   if (threadIdx.x == 0) shared_cut = -1;
   for (int64_t start = 0; start < stop; start += kTile) {
     const int n = static_cast<int>(lmin(kTile, stop - start));
-    for (int j = threadIdx.x; j < n; j += kThreads) tile[j] = div_rn(w[start + j], total);
+    const int padded = (n + 7) & ~7;
+    for (int j = threadIdx.x; j < padded; j += kThreads) tile[j] = j < n ? div_rn(w[start + j], total) : 0.0;
     __syncthreads();
     if (threadIdx.x == 0) {
       double mass = start == 0 ? 0.0 : shared_mass;
-      for (int j = 0; j < n; ++j) {
-        mass = add(mass, tile[j]);
-        tile[j] = mass;
-        if (p.top_p < 1.0 && mass >= p.top_p) {
-          shared_cut = start + j + 1;
+      const bool top_p = p.top_p < 1.0;
+      for (int c = 0; c < padded; c += 8) {
+        double x[8];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) x[k] = tile[c + k];
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          mass = add(mass, x[k]);
+          x[k] = mass;
+        }
+#pragma unroll
+        for (int k = 0; k < 8; ++k) tile[c + k] = x[k];
+        if (top_p && mass >= p.top_p) {
+          // The first crossing (a real term: padding adds nothing), unrolled so that x stays in
+          // registers.
+          int first_k = 7;
+#pragma unroll
+          for (int k = 7; k >= 0; --k) {
+            if (x[k] >= p.top_p) {
+              first_k = k;
+              mass = x[k];
+            }
+          }
+          shared_cut = start + c + first_k + 1;
           break;
         }
       }
