@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <random>
 #include <set>
@@ -16,6 +17,8 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 #include "cuda/kv_view.h"
+#include "cuda/sampling.h"
+#include "engine/sampler.h"
 #include "cuda_bench.h"
 #include "kv/kv_layout.h"
 #include "longctx/error.h"
@@ -120,6 +123,7 @@ class KernelBench {
         moe_prefill(model);
     }
     if (wants("hc")) hyper_connections();
+    if (wants("sampling")) sampling();
     if (!options_.csv_path.empty()) {
       table_.write_csv(options_.csv_path);
       std::printf("\nwrote %s\n", options_.csv_path.c_str());
@@ -743,6 +747,54 @@ class KernelBench {
       table_.add("hc", "hc_post rows " + std::to_string(rows), ms,
                  4.0 * static_cast<double>(rows * (2 * hc + 1) * hidden + rows * hc * (hc + 1)),
                  2.0 * static_cast<double>(rows * hc * (hc + 1) * hidden), Peak::kNone);
+    }
+  }
+
+  // Sampling at the V4 vocabulary (temperature 1, top-p 0.9): the host sampler per row, then the
+  // GPU sampler per batch (tokens bit-identical). Two logit spreads: N(0, 3^2) puts the whole
+  // vocabulary within 40 of the top score (every term enters the sums: the slow case); N(0, 12^2)
+  // leaves about a tenth of it there.
+  void sampling() {
+    const int64_t vocab = 129280, max_rows = 64;
+    for (const float stddev : {3.0f, 12.0f}) {
+      table_.section("sampling, vocab 129280, temperature 1, top-p 0.9, logits N(0, " +
+                     std::to_string(static_cast<int>(stddev)) + "^2)");
+      const DeviceBuffer<float> logits = random_floats(static_cast<size_t>(max_rows * vocab), 61, stddev);
+      std::vector<float> host(static_cast<size_t>(max_rows * vocab));
+      LONGCTX_CUDA_CHECK(cudaMemcpy(host.data(), logits.data(), host.size() * sizeof(float), cudaMemcpyDeviceToHost));
+      SamplingParams params;
+      params.top_p = 0.9;
+      PenaltyState penalties;
+      penalties.init({}, vocab, params);
+      std::vector<double> cpu_ms;
+      for (int64_t r = 0; r < 8; ++r) {
+        const auto start = std::chrono::steady_clock::now();
+        const SampleResult result = sample_token(
+            std::span<const float>(host.data() + r * vocab, static_cast<size_t>(vocab)), params, penalties, 7, r, 0);
+        cpu_ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+        if (result.token < 0) fail("sampling bench: bad token");
+      }
+      std::sort(cpu_ms.begin(), cpu_ms.end());
+      std::printf("%-62s %10.4f   (host clock, median of 8 rows)\n", "host sample_token, one row", cpu_ms[4]);
+      DeviceSampler sampler;
+      for (const int64_t rows : {int64_t{1}, int64_t{8}, int64_t{64}}) {
+        std::vector<SamplingRow> draws(static_cast<size_t>(rows));
+        for (int64_t r = 0; r < rows; ++r) {
+          draws[static_cast<size_t>(r)].row = r;
+          draws[static_cast<size_t>(r)].top_p = 0.9;
+          draws[static_cast<size_t>(r)].seed = 7;
+          draws[static_cast<size_t>(r)].stream = r;
+        }
+        SampleOutput out;
+        const double ms = timer_.median_ms([&] { sampler.sample(logits.data(), vocab, draws, &out, nullptr); });
+        for (int64_t r = 0; r < std::min<int64_t>(rows, 8); ++r) {
+          const SampleResult expected = sample_token(
+              std::span<const float>(host.data() + r * vocab, static_cast<size_t>(vocab)), params, penalties, 7, r, 0);
+          if (out.tokens[static_cast<size_t>(r)] != expected.token) fail("sampling bench: GPU and host tokens differ");
+        }
+        table_.add("sampling", "GPU sampler, batch " + std::to_string(rows), ms,
+                   4.0 * static_cast<double>(rows * vocab), 0.0, Peak::kNone);
+      }
     }
   }
 

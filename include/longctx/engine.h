@@ -117,6 +117,9 @@ struct EngineOptions {
   bool enable_prefix_caching = true;
   bool enable_chunked_prefill = true;
   bool batch_invariant = false;          // results independent of batch composition
+  // Sample where the logits are when the backend can (the CUDA backend): the same tokens as the
+  // host sampler, without downloading the logits.
+  bool sample_on_device = true;
   uint64_t seed = 0;                     // seeds requests that bring none
   // MTP speculative decoding: draft tokens per step from the model's MTP block (0 = off; 1
   // with the released models). A draft is kept only when the target model samples the same

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/sampling.h"
 #include "kv/block_tables.h"
 #include "kv/kv_layout.h"
 #include "longctx/error.h"
@@ -48,7 +49,7 @@ struct MtpChunk {
 
 struct ForwardOutput {
   int64_t rows = 0;             // sum of num_logits over the chunks, in chunk order
-  std::vector<float> logits;    // [rows, vocab]
+  std::vector<float> logits;    // [rows, vocab]; empty while the logits stay on the device
   std::vector<float> hidden;    // [rows, hc_mult, hidden] when requested
 };
 
@@ -73,6 +74,16 @@ class Backend {
   virtual void restore_state(const BlockTables& /*blocks*/, int64_t /*position*/,
                              const float* /*snapshot*/) {
     fail(name(), " backend cannot roll back speculative positions");
+  }
+
+  // Sampling where the logits are (backend/sampling.h), the same tokens as the engine's sampler.
+  // While logits stay on the device, forward() and forward_mtp() return no logits (the rows
+  // count and the hidden streams still) and sample() draws from the logit rows of the latest of
+  // those calls, returning the raw rows only of the draws that ask for them.
+  virtual bool supports_sampling() const { return false; }
+  virtual void keep_logits_on_device(bool /*on*/) { fail(name(), " backend cannot sample on its device"); }
+  virtual void sample(std::span<const SamplingRow> /*rows*/, SampleOutput* /*output*/) {
+    fail(name(), " backend cannot sample on its device");
   }
 };
 

@@ -13,6 +13,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 #include "cuda/kv_view.h"
+#include "cuda/sampling.h"
 #include "cuda/stage_timer.h"
 #include "longctx/error.h"
 #include "model/rope.h"
@@ -305,6 +306,10 @@ struct CudaBackend::Impl {
   DeviceBuffer<float> attention_workspace;
   WeightSource source;
   KvAllocation kv_allocation;
+  // Sampling on the device: the logit rows of the latest forward stay in `logits`.
+  cuda::DeviceSampler sampler;
+  bool logits_on_device = false;
+  int64_t sampleable_rows = 0;
 
   Impl(const ModelWeights& w, const KvLayout& l, const KvPoolSizes& s, const CudaOptions& o, WeightSource weight_source)
       : weights(w), config(w.config), layout(l), sizes(s), options(o), source(weight_source) {
@@ -788,11 +793,14 @@ struct CudaBackend::Impl {
   void download(ForwardOutput* output, bool return_hidden) {
     const ModelConfig& c = config;
     output->rows = logit_count;
-    output->logits.resize(static_cast<size_t>(logit_count * c.vocab_size));
+    sampleable_rows = logit_count;
+    output->logits.resize(logits_on_device ? 0 : static_cast<size_t>(logit_count * c.vocab_size));
     output->hidden.clear();
     if (logit_count > 0) {
-      LONGCTX_CUDA_CHECK(cudaMemcpyAsync(output->logits.data(), logits.data(), output->logits.size() * sizeof(float),
-                                         cudaMemcpyDeviceToHost, stream));
+      if (!logits_on_device) {
+        LONGCTX_CUDA_CHECK(cudaMemcpyAsync(output->logits.data(), logits.data(),
+                                           output->logits.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
+      }
       if (return_hidden) {
         output->hidden.resize(static_cast<size_t>(logit_count * c.hc_mult * c.hidden_size));
         LONGCTX_CUDA_CHECK(cudaMemcpyAsync(output->hidden.data(), hidden_out.data(),
@@ -972,6 +980,17 @@ size_t CudaBackend::state_snapshot_floats() const { return impl_->snapshot_float
 
 void CudaBackend::restore_state(const BlockTables& blocks, int64_t position, const float* snapshot) {
   impl_->restore_state(blocks, position, snapshot);
+}
+
+void CudaBackend::keep_logits_on_device(bool on) { impl_->logits_on_device = on; }
+
+void CudaBackend::sample(std::span<const SamplingRow> rows, SampleOutput* output) {
+  for (const SamplingRow& row : rows) {
+    if (row.row < 0 || row.row >= impl_->sampleable_rows) {
+      fail("sample: logit row ", row.row, " of ", impl_->sampleable_rows);
+    }
+  }
+  impl_->sampler.sample(impl_->logits.data(), impl_->config.vocab_size, rows, output, impl_->stream);
 }
 
 void CudaBackend::forward_mtp(std::span<const MtpChunk> chunks, int64_t mtp_index, ForwardOutput* output) {

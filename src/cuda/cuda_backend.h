@@ -58,6 +58,10 @@ class CudaBackend : public Backend {
   bool supports_state_snapshots() const override { return true; }
   size_t state_snapshot_floats() const override;
   void restore_state(const BlockTables& blocks, int64_t position, const float* snapshot) override;
+  // Sampling on the GPU (cuda/sampling.h).
+  bool supports_sampling() const override { return true; }
+  void keep_logits_on_device(bool on) override;
+  void sample(std::span<const SamplingRow> rows, SampleOutput* output) override;
 
   // Bytes of device memory held for weights and for the KV pools.
   size_t weight_bytes() const;

@@ -182,6 +182,8 @@ class EngineImpl : public Engine {
     scheduler.max_num_batched_tokens = options.max_num_batched_tokens;
     scheduler.enable_chunked_prefill = options.enable_chunked_prefill;
     scheduler_ = std::make_unique<Scheduler>(session_->kv(), scheduler);
+    device_sampling_ = options.sample_on_device && session_->backend().supports_sampling();
+    if (device_sampling_) session_->backend().keep_logits_on_device(true);
     thread_ = std::thread([this] { loop(); });
   }
 
@@ -360,7 +362,31 @@ class EngineImpl : public Engine {
 
     // 1. Sample; a draft stands if the sampled token equals it, else the sequence rolls back
     //    to the position before it. Either way the tokens are those plain decoding would give.
+    //    On the device, every draw the step may need is made at once: after a draft, the draw
+    //    after it assumes the draft was taken (it is used only then).
     const size_t vocab = static_cast<size_t>(model_->config().vocab_size);
+    DeviceDraws draws;
+    std::vector<size_t> first_draw(step.chunks.size());
+    if (device_sampling_) {
+      int64_t first_row = 0;
+      for (size_t i = 0; i < step.chunks.size(); ++i) {
+        const ScheduledChunk& chunk = step.chunks[i];
+        Sequence* sequence = owner(chunk.sequence);
+        const int64_t rows = batch.chunks[i].num_logits;
+        first_draw[i] = draws.rows.size();
+        if (chunk.samples) {
+          const int64_t last_row = first_row + rows - 1;
+          if (sequence->draft) {
+            draws.add(sampling_row(sequence, last_row - 1, {}));
+            draws.add(sampling_row(sequence, last_row, sequence->draft));
+          } else {
+            draws.add(sampling_row(sequence, last_row, {}));
+          }
+        }
+        first_row += rows;
+      }
+      session_->backend().sample(draws.rows, &draws.output);
+    }
     std::vector<int64_t> accepted(step.chunks.size());
     int64_t first_row = 0;
     for (size_t i = 0; i < step.chunks.size(); ++i) {
@@ -369,20 +395,22 @@ class EngineImpl : public Engine {
       const int64_t rows = batch.chunks[i].num_logits;
       accepted[i] = chunk.count;
       if (chunk.samples) {
-        auto logits_of = [&](int64_t position) {  // logits predicting the token after `position`
-          const int64_t row = first_row + rows - (chunk.start + chunk.count - position);
-          return std::span<const float>(output.logits.data() + static_cast<size_t>(row) * vocab, vocab);
-        };
         const int64_t last = chunk.start + chunk.count - 1;
+        // The token after `position` (`draw` of the chunk's device draws).
+        auto next = [&](int64_t position, size_t draw) {
+          if (device_sampling_) return take_draw(sequence, draws, first_draw[i] + draw);
+          const int64_t row = first_row + rows - (chunk.start + chunk.count - position);
+          return sample_next(sequence, std::span<const float>(output.logits.data() + static_cast<size_t>(row) * vocab, vocab));
+        };
         if (sequence->draft) {
           const int32_t draft = *sequence->draft;
           sequence->draft.reset();
-          const int32_t first = sample_next(sequence, logits_of(last - 1));
+          const int32_t first = next(last - 1, 0);
           metrics_.update([&](EngineMetrics& m) { ++m.spec_decode_draft_tokens_total; });
           if (first == draft) {
             metrics_.update([&](EngineMetrics& m) { ++m.spec_decode_accepted_tokens_total; });
             if (!take_token(sequence, first, /*already_in_tokens=*/true)) {
-              take_token(sequence, sample_next(sequence, logits_of(last)), false);
+              take_token(sequence, next(last, 1), false);
             }
           } else {
             chunk.sequence->tokens.pop_back();
@@ -392,7 +420,7 @@ class EngineImpl : public Engine {
             take_token(sequence, first, false);
           }
         } else {
-          take_token(sequence, sample_next(sequence, logits_of(last)), false);
+          take_token(sequence, next(last, 0), false);
         }
       }
       first_row += rows;
@@ -443,6 +471,18 @@ class EngineImpl : public Engine {
     if (mtp.empty()) return;
     ForwardOutput drafts;
     session_->backend().forward_mtp(mtp, 0, &drafts);
+    if (device_sampling_) {
+      // Greedy on the device: the first maximal logit, as below.
+      std::vector<SamplingRow> rows(drafting.size());
+      for (size_t d = 0; d < drafting.size(); ++d) {
+        rows[d].row = static_cast<int64_t>(d);
+        rows[d].temperature = 0.0;
+      }
+      SampleOutput greedy;
+      session_->backend().sample(rows, &greedy);
+      for (size_t d = 0; d < drafting.size(); ++d) drafting[d]->draft = greedy.tokens[d];
+      return;
+    }
     const size_t vocab = static_cast<size_t>(config.vocab_size);
     for (size_t d = 0; d < drafting.size(); ++d) {
       const float* row = drafts.logits.data() + d * vocab;
@@ -457,20 +497,87 @@ class EngineImpl : public Engine {
     sequence->draft.reset();
   }
 
+  // Ids with probability zero for the sequence's output token number `generated`.
+  std::vector<int32_t> banned_ids(const Sequence* sequence, int64_t generated) const {
+    const SamplingParams& params = sequence->request->params;
+    std::vector<int32_t> banned;
+    if (generated < params.min_tokens) {
+      if (!params.ignore_eos) banned.push_back(static_cast<int32_t>(model_->config().eos_token_id));
+      banned.insert(banned.end(), params.stop_token_ids.begin(), params.stop_token_ids.end());
+    }
+    return banned;
+  }
+
   // Draws the sequence's next token from `logits`; its logprob waits for take_token.
   int32_t sample_next(Sequence* sequence, std::span<const float> logits) {
     const Request& request = *sequence->request;
-    const SamplingParams& params = request.params;
-    const int32_t eos = static_cast<int32_t>(model_->config().eos_token_id);
-    std::vector<int32_t> banned;
-    if (sequence->generated < params.min_tokens) {
-      if (!params.ignore_eos) banned.push_back(eos);
-      banned.insert(banned.end(), params.stop_token_ids.begin(), params.stop_token_ids.end());
-    }
-    const SampleResult result = sample_token(logits, params, sequence->penalties, request.seed, sequence->index,
-                                             sequence->generated, banned);
+    const SampleResult result = sample_token(logits, request.params, sequence->penalties, request.seed, sequence->index,
+                                             sequence->generated, banned_ids(sequence, sequence->generated));
     sequence->pending_logprob = result.logprob;
     return result.token;
+  }
+
+  // One device draw and the lists its row points into.
+  struct RowInputs {
+    SamplingRow row;
+    std::vector<PenaltyEntry> penalties;
+    std::vector<int32_t> banned;
+  };
+
+  // The device draws of one step, with the penalty and banned lists their rows point into.
+  struct DeviceDraws {
+    std::vector<SamplingRow> rows;
+    std::deque<std::vector<PenaltyEntry>> penalties;
+    std::deque<std::vector<int32_t>> banned;
+    SampleOutput output;
+
+    void add(RowInputs in) {
+      penalties.push_back(std::move(in.penalties));
+      banned.push_back(std::move(in.banned));
+      in.row.penalties = penalties.back();
+      in.row.banned = banned.back();
+      rows.push_back(in.row);
+    }
+  };
+
+  // The device draw sample_next would make from logit row `row`; with `extra`, the draw after
+  // that token was taken too.
+  RowInputs sampling_row(const Sequence* sequence, int64_t row, std::optional<int32_t> extra) const {
+    const Request& request = *sequence->request;
+    const SamplingParams& params = request.params;
+    const int64_t generated = sequence->generated + (extra ? 1 : 0);
+    RowInputs in;
+    in.penalties = sequence->penalties.entries(params, extra);
+    in.banned = banned_ids(sequence, generated);
+    SamplingRow& r = in.row;
+    r.row = row;
+    r.temperature = params.temperature;
+    r.top_p = params.top_p;
+    r.top_k = params.top_k;
+    r.min_p = params.min_p;
+    r.repetition_penalty = params.repetition_penalty;
+    r.presence_penalty = params.presence_penalty;
+    r.frequency_penalty = params.frequency_penalty;
+    r.seed = request.seed;
+    r.stream = sequence->index;
+    r.position = generated;
+    r.return_logits = params.logprobs >= 0;
+    return in;
+  }
+
+  // Draw `index` of the step's device draws; its logprob waits for take_token.
+  int32_t take_draw(Sequence* sequence, const DeviceDraws& draws, size_t index) {
+    const int32_t token = draws.output.tokens[index];
+    const SamplingParams& params = sequence->request->params;
+    sequence->pending_logprob = TokenLogprob{};
+    if (params.logprobs >= 0) {
+      size_t slot = 0;  // rows with logits come back in draw order
+      for (size_t k = 0; k < index; ++k) slot += draws.rows[k].return_logits ? 1 : 0;
+      const size_t vocab = static_cast<size_t>(model_->config().vocab_size);
+      sequence->pending_logprob =
+          token_logprob(std::span<const float>(draws.output.logits.data() + slot * vocab, vocab), token, params.logprobs);
+    }
+    return token;
   }
 
   // Appends a sampled token to the sequence's output (and tokens, unless it is the draft
@@ -645,6 +752,7 @@ class EngineImpl : public Engine {
   std::unique_ptr<ModelSession> session_;
   std::unique_ptr<Scheduler> scheduler_;
   int64_t max_model_len_ = 0;
+  bool device_sampling_ = false;  // the backend samples; forwards return no logits
   std::map<std::string, std::unique_ptr<Request>> requests_;  // engine thread only
   std::set<std::string> live_ids_;                              // under inbox_->mutex
   std::atomic<int64_t> waiting_requests_{0};

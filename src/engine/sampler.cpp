@@ -3,16 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <map>
 #include <numeric>
 
 namespace longctx {
 namespace {
-
-uint64_t mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 // log-softmax of the raw logits, in double.
 std::vector<double> log_softmax(std::span<const float> logits) {
@@ -48,18 +43,37 @@ TokenLogprob logprob_of(const std::vector<double>& log_probs, int32_t token, int
 }  // namespace
 
 double uniform_at(uint64_t seed, int64_t stream, int64_t position) {
-  uint64_t z = mix(seed + 0x9e3779b97f4a7c15ull);
-  z = mix(z ^ (static_cast<uint64_t>(stream) * 0xd1b54a32d192ed03ull));
-  z = mix(z ^ (static_cast<uint64_t>(position) + 0x632be59bd9b4e019ull));
-  return static_cast<double>(z >> 11) * 0x1p-53;
+  return sampling_uniform(seed, stream, position);
+}
+
+TokenLogprob token_logprob(std::span<const float> logits, int32_t token, int64_t top) {
+  return logprob_of(log_softmax(logits), token, top);
+}
+
+std::vector<PenaltyEntry> PenaltyState::entries(const SamplingParams& params, std::optional<int32_t> extra_output) const {
+  std::map<int32_t, int32_t> counts;
+  if (params.repetition_penalty != 1.0) {
+    for (const int32_t token : prompt_tokens) counts.emplace(token, 0);
+  }
+  for (const auto& [token, count] : output_counts) counts[token] += count;
+  if (extra_output) ++counts[*extra_output];
+  std::vector<PenaltyEntry> out;
+  out.reserve(counts.size());
+  for (const auto& [token, count] : counts) out.push_back({token, count});
+  return out;
 }
 
 void PenaltyState::init(std::span<const int32_t> prompt, int64_t vocab_size, const SamplingParams& params) {
   output_counts.clear();
   in_prompt.clear();
+  prompt_tokens.clear();
   if (params.repetition_penalty != 1.0) {
     in_prompt.assign(static_cast<size_t>(vocab_size), 0);
-    for (const int32_t token : prompt) in_prompt[static_cast<size_t>(token)] = 1;
+    for (const int32_t token : prompt) {
+      uint8_t& seen = in_prompt[static_cast<size_t>(token)];
+      if (!seen) prompt_tokens.push_back(token);
+      seen = 1;
+    }
   }
 }
 
@@ -98,7 +112,7 @@ SampleResult sample_token(std::span<const float> logits, const SamplingParams& p
     const double top = scores[static_cast<size_t>(order[0])];
     std::vector<double> probs(keep);
     double total = 0;
-    for (size_t i = 0; i < keep; ++i) total += (probs[i] = std::exp(scores[static_cast<size_t>(order[i])] - top));
+    for (size_t i = 0; i < keep; ++i) total += (probs[i] = sampling_exp(scores[static_cast<size_t>(order[i])] - top));
     for (double& p : probs) p /= total;
     // top-p: the smallest prefix of the sorted tokens whose mass reaches top_p.
     if (params.top_p < 1.0) {

@@ -453,5 +453,66 @@ TEST(CudaSpeculativeDecoding, SameTokensAndLogprobsAsPlainDecoding) {
               static_cast<long long>(drafted.metrics.spec_decode_accepted_tokens_total));
 }
 
+// The engine sampling on the GPU (the default with the CUDA backend: forwards return no logits,
+// Backend::sample draws) gives the tokens and logprobs of the host sampler, bit for bit, over
+// varied sampling parameters (penalties, filters, banned EOS before min_tokens), with and
+// without MTP drafts (whose verification draws two tokens per step on the device).
+TEST(CudaDeviceSampling, SameOutputAsTheHostSampler) {
+  const std::string dir = testing::test_model_dir("cuda-device-sampling", test_model_preset("tiny"), 3);
+  const auto run = [&](bool on_device, int64_t speculative) {
+    EngineOptions options;
+    options.device = "cuda";
+    options.sample_on_device = on_device;
+    options.num_speculative_tokens = speculative;
+    options.kv_cache_memory_gib = 0.25;
+    options.max_num_batched_tokens = 96;
+    auto engine = Engine::create(std::make_shared<const LoadedModel>(dir), nullptr, options);
+    std::vector<std::shared_ptr<RequestHandle>> handles;
+    for (int i = 0; i < 8; ++i) {
+      GenerationRequest request;
+      request.prompt = random_tokens(static_cast<size_t>(30 + 29 * i), static_cast<uint32_t>(50 + i), 1000);
+      SamplingParams& p = request.sampling;
+      p.max_tokens = 24;
+      p.min_tokens = i % 3 == 0 ? 8 : 0;
+      p.temperature = i % 4 == 0 ? 0.0 : 0.5 + 0.25 * i;
+      p.top_p = i % 2 == 0 ? 0.9 : 1.0;
+      p.top_k = i == 3 ? 20 : -1;
+      p.min_p = i == 5 ? 0.05 : 0.0;
+      p.repetition_penalty = i % 3 == 1 ? 1.3 : 1.0;
+      p.presence_penalty = i == 6 ? 0.5 : 0.0;
+      p.frequency_penalty = i == 7 ? 0.4 : 0.0;
+      p.seed = static_cast<uint64_t>(7 + i);
+      p.logprobs = i % 2 == 0 ? 2 : -1;
+      p.n = i == 2 ? 2 : 1;
+      handles.push_back(engine->submit(request));
+    }
+    std::vector<std::vector<int32_t>> tokens(handles.size() * 2);
+    std::vector<std::vector<float>> logprobs(handles.size() * 2);
+    for (size_t h = 0; h < handles.size(); ++h) {
+      RequestEvent event;
+      while (handles[h]->next(&event, std::chrono::seconds(120))) {
+        for (const SequenceDelta& delta : event.deltas) {
+          const size_t k = 2 * h + static_cast<size_t>(delta.index);
+          tokens[k].insert(tokens[k].end(), delta.tokens.begin(), delta.tokens.end());
+          for (const TokenLogprob& logprob : delta.logprobs) {
+            logprobs[k].push_back(logprob.logprob);
+            for (const auto& [id, value] : logprob.top) logprobs[k].push_back(static_cast<float>(id) + value);
+          }
+        }
+        EXPECT_TRUE(event.error.empty()) << event.error;
+      }
+    }
+    EXPECT_EQ(engine->kv_pages_in_use(), 0);
+    return std::make_pair(tokens, logprobs);
+  };
+  for (const int64_t speculative : {0, 1}) {
+    const auto host = run(false, speculative);
+    const auto device = run(true, speculative);
+    EXPECT_EQ(device.first, host.first) << "speculative " << speculative;
+    EXPECT_EQ(device.second, host.second) << "speculative " << speculative;
+    EXPECT_GT(host.first[0].size(), 8u);
+  }
+}
+
 }  // namespace
 }  // namespace longctx

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
+#include <random>
 
 #include "engine/stop_checker.h"
 
@@ -85,6 +87,26 @@ TEST(Sampler, LogprobsAreThoseOfTheRawDistribution) {
   ASSERT_EQ(r.logprob.top.size(), 2u);
   EXPECT_EQ(r.logprob.top[1].first, 1);
   EXPECT_NEAR(r.logprob.top[1].second, std::log(0.3), 1e-5);
+}
+
+// The sampler's exponential (shared with the device sampler) against the C library's.
+TEST(Sampler, PortableExpIsWithinAFewUlpOfStdExp) {
+  std::mt19937_64 random(5);
+  std::uniform_real_distribution<double> x(-720.0, 5.0);
+  double worst = 0;
+  for (int i = 0; i < 200000; ++i) {
+    const double v = i < 1000 ? -0.001 * i : x(random);
+    const double expected = std::exp(v);
+    if (expected < 0x1p-1021) {
+      EXPECT_GE(sampling_exp(v), 0.0);
+      EXPECT_LE(sampling_exp(v), 0x1p-1021);
+      continue;
+    }
+    worst = std::max(worst, std::fabs(sampling_exp(v) - expected) / expected);
+  }
+  EXPECT_LT(worst, 8 * 0x1p-53);
+  EXPECT_EQ(sampling_exp(0.0), 1.0);
+  EXPECT_EQ(sampling_exp(-std::numeric_limits<double>::infinity()), 0.0);
 }
 
 TEST(SamplingParams, RejectsBadValuesWithClearMessages) {
