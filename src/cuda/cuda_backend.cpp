@@ -11,6 +11,7 @@
 
 #include "backend/chunk_validation.h"
 #include "cuda/cuda_check.h"
+#include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
 #include "cuda/kv_view.h"
 #include "longctx/error.h"
@@ -298,6 +299,10 @@ struct CudaBackend::Impl {
   bool take_snapshots = false;
   LinearWorkspace workspace;
   CudaOptions options;  // tensor_core_min_rows == 0: tensor cores off (batch-invariant)
+  // The fp8 tensor-core GEMM's cuBLASLt handle, its workspace and the quantized activations
+  // (allocated only when tensor cores are on).
+  std::unique_ptr<BlasLtHandle> blas;
+  DeviceBuffer<uint8_t> blas_workspace, fp8_scratch;
   DeviceBuffer<float> hc_workspace;
   DeviceBuffer<float> attention_workspace;
   WeightSource source;
@@ -335,6 +340,13 @@ struct CudaBackend::Impl {
       options.tensor_core_min_rows = 0;
     }
     workspace.tensor_core_min_rows = options.tensor_core_min_rows;
+    if (options.tensor_core_min_rows > 0) {
+      blas = std::make_unique<BlasLtHandle>();
+      blas_workspace.resize(kFp8TcBlasWorkspaceBytes);
+      workspace.blas_handle = blas->get();
+      workspace.blas_workspace = blas_workspace.data();
+      workspace.blas_workspace_bytes = blas_workspace.size();
+    }
     attention_workspace.resize(size_t{64} << 20);
     const char* graphs_env = std::getenv("LONGCTX_CUDA_GRAPHS");
     use_graphs = graphs_env == nullptr || std::string(graphs_env) != "0";
@@ -563,6 +575,15 @@ struct CudaBackend::Impl {
     grow(hc_workspace, hc_workspace_floats(std::max<int64_t>(rows, logit_count), static_cast<int>(hc),
                                              static_cast<int64_t>(hidden)));
     grow(mtp_ep, n * hidden);
+    if (options.tensor_core_min_rows > 0) {
+      // The widest fp8 linear input: wo_a's heads x head_dim, MTP's h_proj on hc x rows.
+      const size_t widest = std::max({hc * hidden, static_cast<size_t>(c.num_attention_heads * c.head_dim),
+                                      static_cast<size_t>(c.o_groups * c.o_lora_rank),
+                                      static_cast<size_t>(c.q_lora_rank), inter});
+      grow(fp8_scratch, fp8_tc_scratch_bytes(rows, static_cast<int64_t>(widest)));
+      workspace.fp8_scratch = fp8_scratch.data();
+      workspace.fp8_scratch_bytes = fp8_scratch.size();
+    }
     if (layout.compressed_ratios.size() > 0 && layout.compressed_ratios.front() == 4) {
       const int64_t max_visible = position_cap / 4;
       grow(scores, static_cast<size_t>(score_slice(max_visible) * max_visible));
