@@ -183,7 +183,7 @@ size_t fp8_tc_scratch_bytes(int64_t rows, int64_t x_width) {
 
 int64_t fp8_tc_linear(const LinearView& w, const float* x, int64_t x_stride, int64_t all_rows, float* y,
                       int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
-                      cudaStream_t stream) {
+                      cudaStream_t stream, int steps) {
   // The activation scales of a row block are a vector of `rows` floats that cuBLASLt wants
   // 16-byte aligned (it offers no algorithm for 777 rows, one for 300).
   const int64_t rows = all_rows / 4 * 4;
@@ -218,12 +218,15 @@ int64_t fp8_tc_linear(const LinearView& w, const float* x, int64_t x_stride, int
                               weight_scale, act_scale);
   if (!plan.ok) return 0;
 
-  const int64_t warps = rows * (x_width / kBlock);
-  const int64_t act_blocks = (warps + kQuantThreads / 32 - 1) / (kQuantThreads / 32);
-  const int64_t scale_blocks = (weight_scales + kQuantThreads - 1) / kQuantThreads;
-  quantize_kernel<<<static_cast<unsigned>(act_blocks + scale_blocks), kQuantThreads, 0, stream>>>(
-      x, rows, x_width, x_stride, codes, act_scale, act_blocks, w.scale, weight_scales, weight_scale);
-  LONGCTX_CUDA_CHECK_LAUNCH();
+  if (steps & kFp8TcQuantize) {
+    const int64_t warps = rows * (x_width / kBlock);
+    const int64_t act_blocks = (warps + kQuantThreads / 32 - 1) / (kQuantThreads / 32);
+    const int64_t scale_blocks = (weight_scales + kQuantThreads - 1) / kQuantThreads;
+    quantize_kernel<<<static_cast<unsigned>(act_blocks + scale_blocks), kQuantThreads, 0, stream>>>(
+        x, rows, x_width, x_stride, codes, act_scale, act_blocks, w.scale, weight_scales, weight_scale);
+    LONGCTX_CUDA_CHECK_LAUNCH();
+  }
+  if (!(steps & kFp8TcMultiply)) return rows;
 
   const float alpha = 1.0f, beta = 0.0f;
   for (int64_t g = 0; g < groups; ++g) {

@@ -48,8 +48,14 @@ size_t fp8_tc_scratch_bytes(int64_t rows, int64_t x_width);
 // Returns the rows done (linear() runs the rest on the fp32 kernels); 0, having enqueued
 // nothing, when the call does not qualify. Does not look at tensor_core_min_rows (linear()
 // does). No host synchronization.
+//
+// `steps` splits the work for callers that reuse quantized activations (and for the benchmark
+// that times the GEMM alone): kQuantize enqueues only the quantization of x (and of w's scales)
+// into the scratch, kMultiply only the GEMM on what the scratch holds from a kQuantize call with
+// the same w, x shape and rows (y may be null for the first, x for the second).
+enum Fp8TcSteps : int { kFp8TcQuantize = 1, kFp8TcMultiply = 2, kFp8TcAll = 3 };
 int64_t fp8_tc_linear(const LinearView& w, const float* x, int64_t x_stride, int64_t rows, float* y,
                       int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
-                      cudaStream_t stream);
+                      cudaStream_t stream, int steps = kFp8TcAll);
 
 }  // namespace longctx::cuda

@@ -158,6 +158,24 @@ TEST(Fp8TensorCore, GroupedWoA) {
   }
 }
 
+TEST(Fp8TensorCore, QuantizeOnceMultiplyTwice) {
+  // kFp8TcQuantize then kFp8TcMultiply (twice, reusing the quantized activations) gives the bits
+  // of the one-call path.
+  const int64_t out = 512, in = 1024, rows = 256;
+  const Fp8Weight w(out, in, 90);
+  const DeviceBuffer<float> dx = to_device(simulated_rows(rows, in, in, 91));
+  Workspaces workspaces(rows, in);
+  const cuda::LinearWorkspace tc = workspaces.tensor_cores(64);
+  DeviceBuffer<float> y1 = poisoned(static_cast<size_t>(rows * out)), y2 = poisoned(y1.size()), y3 = poisoned(y1.size());
+  EXPECT_EQ(cuda::fp8_tc_linear(w.view, dx.data(), in, rows, y1.data(), out, 0, tc, nullptr), rows);
+  EXPECT_EQ(cuda::fp8_tc_linear(w.view, dx.data(), in, rows, nullptr, out, 0, tc, nullptr, cuda::kFp8TcQuantize), rows);
+  EXPECT_EQ(cuda::fp8_tc_linear(w.view, nullptr, in, rows, y2.data(), out, 0, tc, nullptr, cuda::kFp8TcMultiply), rows);
+  EXPECT_EQ(cuda::fp8_tc_linear(w.view, nullptr, in, rows, y3.data(), out, 0, tc, nullptr, cuda::kFp8TcMultiply), rows);
+  const std::vector<float> a = download(y1, y1.size());
+  EXPECT_TRUE(same_bits(a, download(y2, y2.size())));
+  EXPECT_TRUE(same_bits(a, download(y3, y3.size())));
+}
+
 TEST(Fp8TensorCore, DispatchThreshold) {
   const int64_t out = 1024, in = 1024, min_rows = 64;
   const Fp8Weight w(out, in, 70);
