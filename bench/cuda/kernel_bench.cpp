@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <set>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "bench_util.h"
 #include "cuda/cuda_check.h"
+#include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
 #include "cuda/kv_view.h"
 #include "cuda/sampling.h"
@@ -576,21 +578,65 @@ class KernelBench {
         if (s.decode_only && rows > 64) continue;
         const DeviceBuffer<float> x = random_floats(static_cast<size_t>(rows * x_width), seed++);
         DeviceBuffer<float> y(static_cast<size_t>(rows * s.out));
-        const double ms = timer_.median_ms([&] {
-          linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, workspace_,
-                 nullptr);
-        });
         const double bytes = static_cast<double>(w.bytes_per_group) +
                              4.0 * static_cast<double>(rows * (x_width + s.out));
         const double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(s.out * s.in);
-        char what[160];
-        std::snprintf(what, sizeof(what), "%s %s [%lld x %lld] M=%lld", model_tag(model).c_str(),
-                      s.name.c_str(), static_cast<long long>(s.out), static_cast<long long>(s.in),
-                      static_cast<long long>(rows));
-        table_.add("gemm", what, ms, bytes, flops,
-                   s.format == kWeightFP8 ? Peak::kFP8 : Peak::kBF16);
+        // fp8 weights: the fp32 kernels (batch-invariant mode) and the tensor-core path (fast
+        // mode, tensor_core_min_rows = 1 here), each timed.
+        // The tensor-core path is also timed without its activation quantization (the GEMM
+        // alone, on activations quantized before the timed calls): what a caller that quantizes
+        // once for several linears would pay per linear.
+        const bool both = s.format == kWeightFP8;
+        for (const int path : {0, 1, 2}) {
+          if (path > 0 && !both) continue;
+          const LinearWorkspace& ws = path > 0 ? tc_workspace(rows, x_width) : workspace_;
+          if (path == 2) {
+            fp8_tc_linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, ws, nullptr,
+                          kFp8TcQuantize);
+          }
+          const double ms = timer_.median_ms([&] {
+            if (path == 2) {
+              fp8_tc_linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, ws, nullptr,
+                            kFp8TcMultiply);
+            } else {
+              linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, ws, nullptr);
+            }
+          });
+          const char* tags[] = {" fp32", " tensor cores", " tensor cores, GEMM only"};
+          char what[160];
+          std::snprintf(what, sizeof(what), "%s %s [%lld x %lld] M=%lld%s", model_tag(model).c_str(),
+                        s.name.c_str(), static_cast<long long>(s.out), static_cast<long long>(s.in),
+                        static_cast<long long>(rows), both ? tags[path] : "");
+          // The GEMM alone reads e4m3 activations, not fp32 ones.
+          const double path_bytes =
+              path == 2 ? bytes - 3.0 * static_cast<double>(rows * x_width) : bytes;
+          table_.add("gemm", what, ms, path_bytes, flops,
+                     s.format == kWeightFP8 ? Peak::kFP8 : Peak::kBF16);
+        }
       }
     }
+  }
+
+  // The fast mode's workspace with scratch for `rows` rows of `x_width` floats (grown here, between
+  // timed calls).
+  const LinearWorkspace& tc_workspace(int64_t rows, int64_t x_width) {
+    if (blas_ == nullptr) {
+      blas_ = std::make_unique<BlasLtHandle>();
+      blas_workspace_.resize(kFp8TcBlasWorkspaceBytes);
+    }
+    const size_t need = fp8_tc_scratch_bytes(rows, x_width);
+    if (fp8_scratch_.size() < need) {
+      LONGCTX_CUDA_CHECK(cudaDeviceSynchronize());
+      fp8_scratch_.resize(need);
+    }
+    tc_workspace_ = workspace_;
+    tc_workspace_.tensor_core_min_rows = 1;
+    tc_workspace_.blas_handle = blas_->get();
+    tc_workspace_.blas_workspace = blas_workspace_.data();
+    tc_workspace_.blas_workspace_bytes = blas_workspace_.size();
+    tc_workspace_.fp8_scratch = fp8_scratch_.data();
+    tc_workspace_.fp8_scratch_bytes = fp8_scratch_.size();
+    return tc_workspace_;
   }
 
   // The fast mode's workspace: tensor cores from tensor_core_min_rows rows (CudaOptions'
@@ -805,6 +851,9 @@ class KernelBench {
   DeviceBuffer<float> partial_;
   LinearWorkspace workspace_;
   DeviceBuffer<uint8_t> tc_scratch_;
+  std::unique_ptr<BlasLtHandle> blas_;  // the fp8 tensor-core path's, made at its first case
+  DeviceBuffer<uint8_t> blas_workspace_, fp8_scratch_;
+  LinearWorkspace tc_workspace_;
 };
 
 }  // namespace

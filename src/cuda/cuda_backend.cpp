@@ -11,6 +11,7 @@
 
 #include "backend/chunk_validation.h"
 #include "cuda/cuda_check.h"
+#include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
 #include "cuda/kv_view.h"
 #include "cuda/sampling.h"
@@ -302,6 +303,10 @@ struct CudaBackend::Impl {
   LinearWorkspace workspace;
   StageTimer timer;
   CudaOptions options;  // tensor_core_min_rows == 0: tensor cores off (batch-invariant)
+  // The fp8 tensor-core GEMM's cuBLASLt handle, its workspace and the quantized activations
+  // (allocated only when tensor cores are on).
+  std::unique_ptr<BlasLtHandle> blas;
+  DeviceBuffer<uint8_t> blas_workspace, fp8_scratch;
   DeviceBuffer<float> hc_workspace;
   DeviceBuffer<float> attention_workspace;
   WeightSource source;
@@ -343,6 +348,13 @@ struct CudaBackend::Impl {
       options.tensor_core_min_rows = 0;
     }
     workspace.tensor_core_min_rows = options.tensor_core_min_rows;
+    if (options.tensor_core_min_rows > 0) {
+      blas = std::make_unique<BlasLtHandle>();
+      blas_workspace.resize(kFp8TcBlasWorkspaceBytes);
+      workspace.blas_handle = blas->get();
+      workspace.blas_workspace = blas_workspace.data();
+      workspace.blas_workspace_bytes = blas_workspace.size();
+    }
     attention_workspace.resize(size_t{64} << 20);
     const char* graphs_env = std::getenv("LONGCTX_CUDA_GRAPHS");
     use_graphs = graphs_env == nullptr || std::string(graphs_env) != "0";
@@ -589,6 +601,15 @@ struct CudaBackend::Impl {
     grow(hc_workspace, hc_workspace_floats(std::max<int64_t>(rows, logit_count), static_cast<int>(hc),
                                              static_cast<int64_t>(hidden)));
     grow(mtp_ep, n * hidden);
+    if (options.tensor_core_min_rows > 0) {
+      // The widest fp8 linear input: wo_a's heads x head_dim, MTP's h_proj on hc x rows.
+      const size_t widest = std::max({hc * hidden, static_cast<size_t>(c.num_attention_heads * c.head_dim),
+                                      static_cast<size_t>(c.o_groups * c.o_lora_rank),
+                                      static_cast<size_t>(c.q_lora_rank), inter});
+      grow(fp8_scratch, fp8_tc_scratch_bytes(rows, static_cast<int64_t>(widest)));
+      workspace.fp8_scratch = fp8_scratch.data();
+      workspace.fp8_scratch_bytes = fp8_scratch.size();
+    }
     if (layout.compressed_ratios.size() > 0 && layout.compressed_ratios.front() == 4) {
       const int64_t max_visible = position_cap / 4;
       grow(scores, static_cast<size_t>(score_slice(max_visible) * max_visible));
@@ -614,7 +635,15 @@ struct CudaBackend::Impl {
       }
       input = x_quantized;
     }
-    linear(w.view, input, w.view.in, count, y, w.view.out, 0, workspace, stream);
+    linear(w.view, input, w.view.in, count, y, w.view.out, 0, workspace_for(w), stream);
+  }
+
+  // The fp8 tensor-core GEMM takes e4m3 activations: only where the reference quantizes them
+  // (wo_a keeps its activations: its fp8 path would add fp8 rounding the reference does not do).
+  LinearWorkspace workspace_for(const DeviceLinear& w) const {
+    LinearWorkspace ws = workspace;
+    if (!w.quantize_activations) ws.tensor_core_min_rows = 0;
+    return ws;
   }
 
   const float* quantized_copy(const float* x_in, int64_t count, int64_t cols) {
@@ -701,7 +730,7 @@ struct CudaBackend::Impl {
     write_window(view, batch, kv.data(), stream);
     timer.mark("attention output", stream);
     linear(b.wo_a.view, attended.data(), heads * d, rows, low_rank.data(), b.wo_a.view.out,
-           b.wo_a.view.out / c.o_groups, workspace, stream);
+           b.wo_a.view.out / c.o_groups, workspace_for(b.wo_a), stream);
     project(b.wo_b, low_rank.data(), rows, result);
   }
 

@@ -55,11 +55,22 @@ struct LinearWorkspace {
   // at least grouped_linear_tc_scratch_bytes(); too little falls back to the fp32 kernels.
   uint8_t* tc_scratch = nullptr;
   size_t tc_scratch_bytes = 0;
+  // Scratch of the fp8 tensor-core path (gemm_fp8_tc.h), owned by the caller: a cuBLASLt handle
+  // (cublasLtHandle_t), its workspace, and room for the quantized activations
+  // (fp8_tc_scratch_bytes). Without a handle, or with too little scratch, fp8 calls stay on the
+  // fp32 kernels.
+  void* blas_handle = nullptr;
+  void* blas_workspace = nullptr;
+  size_t blas_workspace_bytes = 0;
+  void* fp8_scratch = nullptr;
+  size_t fp8_scratch_bytes = 0;
 };
 
 // y[r, o] = sum_k x[r, c(o) + k] W[o, k] for r < rows; c(o) = (o / x_group_outputs) * in when
 // x_group_outputs > 0 (the grouped wo_a), else 0. Each output sums its K in chunks of 256, each
-// chunk sequentially, chunk partials added in order: the same bits for any batch size.
+// chunk sequentially, chunk partials added in order: the same bits for any batch size. Except:
+// fp8 weights with rows >= workspace.tensor_core_min_rows (> 0) run on the tensor cores
+// (gemm_fp8_tc.h), fp8 activations with fp32 promotion per 128-deep block, not batch-invariant.
 void linear(const LinearView& w, const float* x, int64_t x_stride, int64_t rows, float* y,
             int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
             cudaStream_t stream);

@@ -1,0 +1,247 @@
+// fp8 linears on the tensor cores through cuBLASLt (see gemm_fp8_tc.h for the numerics).
+//
+// Layout. y [rows, out] fp32 row-major is, for cuBLAS (column-major), D = A B with D [out x rows]
+// (ld y_stride), A = W^T as stored (W [out, in] e4m3 row-major: "TN", the only fp8 form Hopper
+// takes) and B = the quantized activations [in x rows] (codes [rows, x_width] row-major, ld
+// x_width). Scales, fp32, in the layouts cuBLASLt reads:
+//  - weights, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F: one per 128x128 block,
+//    [out / 128, in / 128] row-major (the stored e8m0 layout, converted to fp32 per call);
+//  - activations, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F: one per (row, 128-column block),
+//    block-major: scale of row r, block b at b * rows + r.
+// The grouped wo_a (output o reads x columns [(o / x_group_outputs) * in, +in)) is one GEMM per
+// group: group g uses weight rows [g * per_group, +per_group), activation columns [g * in, +in)
+// (codes + g * in, scales + g * (in / 128) * rows) and y columns [g * per_group, +per_group).
+//
+// Scratch (LinearWorkspace::fp8_scratch), each part 256-byte aligned: the weight scales (up to
+// kWeightScaleFloats floats), the activation scales (rows * x_width / 128 floats), the codes
+// (rows * x_width bytes). One kernel quantizes the activations and converts the weight scales;
+// then one cublasLtMatmul per group. The algorithm of each problem shape is chosen once by
+// cuBLASLt's heuristic (host only) and cached.
+#include "cuda/gemm_fp8_tc.h"
+
+#include <cublasLt.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <tuple>
+
+#include "cuda/cuda_check.h"
+#include "cuda/device_common.cuh"
+#include "longctx/error.h"
+
+namespace longctx::cuda {
+namespace {
+
+constexpr int64_t kBlock = 128;
+constexpr int64_t kWeightScaleFloats = int64_t{1} << 18;  // 1 MiB: weights up to ~2^32 codes
+constexpr int kQuantThreads = 256;
+
+size_t align256(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// Warps [0, rows * width / 128) each quantize one (row, 128-column block): lane l holds columns
+// 4l..4l+3 (one 16-byte load, one 4-byte store of codes). The scale is the power of two of
+// fp8_simulate_rows, so activations that went through it quantize exactly. Blocks from
+// act_blocks on convert the weight's e8m0 scales to fp32 instead.
+__global__ void __launch_bounds__(kQuantThreads)
+    quantize_kernel(const float* x, int64_t rows, int64_t width, int64_t x_stride, uint8_t* codes,
+                    float* scales, int64_t act_blocks, const uint8_t* weight_scale_bytes,
+                    int64_t weight_scales, float* weight_scale_floats) {
+  if (static_cast<int64_t>(blockIdx.x) >= act_blocks) {
+    const int64_t i = (static_cast<int64_t>(blockIdx.x) - act_blocks) * kQuantThreads + threadIdx.x;
+    if (i < weight_scales) weight_scale_floats[i] = e8m0_to_float(weight_scale_bytes[i]);
+    return;
+  }
+  const int64_t blocks_per_row = width / kBlock;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * (kQuantThreads / 32) + threadIdx.x / 32;
+  if (index >= rows * blocks_per_row) return;
+  const int64_t r = index / blocks_per_row;
+  const int64_t b = index % blocks_per_row;
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  const float4 v = *reinterpret_cast<const float4*>(x + r * x_stride + b * kBlock + 4 * lane);
+  const float amax = warp_max(fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w))));
+  const float scale = fp8_scale_from_amax(amax);
+  const float values[4] = {v.x, v.y, v.z, v.w};
+  uint32_t packed = 0;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    packed |= static_cast<uint32_t>(float_to_fp8(fminf(fmaxf(values[i] / scale, -448.0f), 448.0f))) << (8 * i);
+  }
+  *reinterpret_cast<uint32_t*>(codes + r * width + b * kBlock + 4 * lane) = packed;
+  if (lane == 0) scales[b * rows + r] = scale;
+}
+
+void check_blas(cublasStatus_t status, const char* what) {
+  if (status != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt error in ", what, ": status ", static_cast<int>(status));
+}
+
+// The descriptors and the chosen algorithm of one problem shape.
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool ok = false;
+
+  Plan() = default;
+  Plan(const Plan&) = delete;
+  Plan& operator=(const Plan&) = delete;
+  ~Plan() {
+    if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
+    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
+    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
+    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+// m x n x k, lda, ldb, ldd, workspace bytes, handle.
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, size_t, void*>;
+
+std::mutex& plan_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+std::map<PlanKey, std::unique_ptr<Plan>>& plans() {
+  static std::map<PlanKey, std::unique_ptr<Plan>> cache;
+  return cache;
+}
+
+template <typename T>
+void set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute, const T& value) {
+  check_blas(cublasLtMatmulDescSetAttribute(desc, attribute, &value, sizeof(value)), "cublasLtMatmulDescSetAttribute");
+}
+
+// The plan of D [m x n] = A^T [m x k] B [k x n] with block-scaled e4m3 A and B and fp32 D
+// (caller holds plan_mutex). The scale pointers are set per call.
+const Plan& plan_for(cublasLtHandle_t handle, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
+                     int64_t ldd, size_t workspace_bytes, const float* a_scale, const float* b_scale) {
+  const PlanKey key{m, n, k, lda, ldb, ldd, workspace_bytes, handle};
+  auto found = plans().find(key);
+  if (found != plans().end()) return *found->second;
+  auto plan = std::make_unique<Plan>();
+  check_blas(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
+  set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, static_cast<int32_t>(CUBLAS_OP_T));
+  set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSB, static_cast<int32_t>(CUBLAS_OP_N));
+  set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_MODE,
+                static_cast<int32_t>(CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F));
+  set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, static_cast<int32_t>(CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F));
+  set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, a_scale);
+  set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, b_scale);
+  check_blas(cublasLtMatrixLayoutCreate(&plan->a, CUDA_R_8F_E4M3, static_cast<uint64_t>(k), static_cast<uint64_t>(m), lda),
+             "cublasLtMatrixLayoutCreate(A)");
+  check_blas(cublasLtMatrixLayoutCreate(&plan->b, CUDA_R_8F_E4M3, static_cast<uint64_t>(k), static_cast<uint64_t>(n), ldb),
+             "cublasLtMatrixLayoutCreate(B)");
+  check_blas(cublasLtMatrixLayoutCreate(&plan->d, CUDA_R_32F, static_cast<uint64_t>(m), static_cast<uint64_t>(n), ldd),
+             "cublasLtMatrixLayoutCreate(D)");
+  cublasLtMatmulPreference_t preference = nullptr;
+  check_blas(cublasLtMatmulPreferenceCreate(&preference), "cublasLtMatmulPreferenceCreate");
+  const uint64_t max_workspace = workspace_bytes;
+  check_blas(cublasLtMatmulPreferenceSetAttribute(preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &max_workspace,
+                                                  sizeof(max_workspace)),
+             "cublasLtMatmulPreferenceSetAttribute");
+  cublasLtMatmulHeuristicResult_t result{};
+  int returned = 0;
+  const cublasStatus_t status = cublasLtMatmulAlgoGetHeuristic(handle, plan->desc, plan->a, plan->b, plan->d, plan->d,
+                                                               preference, 1, &result, &returned);
+  cublasLtMatmulPreferenceDestroy(preference);
+  plan->ok = status == CUBLAS_STATUS_SUCCESS && returned > 0 && result.state == CUBLAS_STATUS_SUCCESS;
+  if (plan->ok) {
+    plan->algo = result.algo;
+  } else {
+    std::fprintf(stderr,
+                 "fp8 tensor-core GEMM: cuBLASLt offers no algorithm for %lld x %lld x %lld (status %d, %d "
+                 "results); the fp32 kernels run instead\n",
+                 static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
+                 static_cast<int>(status), returned);
+  }
+  return *plans().emplace(key, std::move(plan)).first->second;
+}
+
+bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
+
+}  // namespace
+
+BlasLtHandle::BlasLtHandle() {
+  cublasLtHandle_t handle = nullptr;
+  check_blas(cublasLtCreate(&handle), "cublasLtCreate");
+  handle_ = handle;
+}
+
+BlasLtHandle::~BlasLtHandle() {
+  if (handle_ != nullptr) cublasLtDestroy(static_cast<cublasLtHandle_t>(handle_));
+}
+
+size_t fp8_tc_scratch_bytes(int64_t rows, int64_t x_width) {
+  const size_t r = static_cast<size_t>(std::max<int64_t>(rows, 0));
+  const size_t width = static_cast<size_t>(std::max<int64_t>(x_width, 0));
+  return align256(static_cast<size_t>(kWeightScaleFloats) * sizeof(float)) +
+         align256(r * (width / kBlock) * sizeof(float)) + align256(r * width);
+}
+
+int64_t fp8_tc_linear(const LinearView& w, const float* x, int64_t x_stride, int64_t all_rows, float* y,
+                      int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
+                      cudaStream_t stream, int steps) {
+  // The activation scales of a row block are a vector of `rows` floats that cuBLASLt wants
+  // 16-byte aligned (it offers no algorithm for 777 rows, one for 300).
+  const int64_t rows = all_rows / 4 * 4;
+  if (rows <= 0 || w.format != kWeightFP8 || w.scale == nullptr || w.out <= 0) return 0;
+  if (workspace.blas_handle == nullptr || workspace.blas_workspace == nullptr || workspace.fp8_scratch == nullptr) {
+    return 0;
+  }
+  // 128x128 weight-scale rows of in / 128 floats: cuBLASLt wants their stride 16-byte aligned.
+  if (w.in % (4 * kBlock) != 0) return 0;
+  const int64_t per_group = x_group_outputs > 0 ? x_group_outputs : w.out;
+  if (x_group_outputs > 0 && (w.out % x_group_outputs != 0 || x_group_outputs % kBlock != 0)) return 0;
+  if (per_group % 16 != 0) return 0;
+  const int64_t groups = w.out / per_group;
+  const int64_t x_width = groups * w.in;
+  if (!aligned16(x) || x_stride % 4 != 0 || x_stride < x_width) return 0;
+  if (!aligned16(y) || y_stride % 4 != 0 || y_stride < w.out || !aligned16(w.weight)) return 0;
+  const int64_t k_blocks = w.in / kBlock;
+  const int64_t weight_scales = (w.out + kBlock - 1) / kBlock * k_blocks;
+  if (weight_scales > kWeightScaleFloats) return 0;
+  if (fp8_tc_scratch_bytes(rows, x_width) > workspace.fp8_scratch_bytes) return 0;
+
+  uint8_t* scratch = static_cast<uint8_t*>(workspace.fp8_scratch);
+  float* weight_scale = reinterpret_cast<float*>(scratch);
+  scratch += align256(static_cast<size_t>(kWeightScaleFloats) * sizeof(float));
+  float* act_scale = reinterpret_cast<float*>(scratch);
+  scratch += align256(static_cast<size_t>(rows) * static_cast<size_t>(x_width / kBlock) * sizeof(float));
+  uint8_t* codes = scratch;
+
+  auto handle = static_cast<cublasLtHandle_t>(workspace.blas_handle);
+  std::lock_guard<std::mutex> lock(plan_mutex());
+  const Plan& plan = plan_for(handle, per_group, rows, w.in, w.in, x_width, y_stride, workspace.blas_workspace_bytes,
+                              weight_scale, act_scale);
+  if (!plan.ok) return 0;
+
+  if (steps & kFp8TcQuantize) {
+    const int64_t warps = rows * (x_width / kBlock);
+    const int64_t act_blocks = (warps + kQuantThreads / 32 - 1) / (kQuantThreads / 32);
+    const int64_t scale_blocks = (weight_scales + kQuantThreads - 1) / kQuantThreads;
+    quantize_kernel<<<static_cast<unsigned>(act_blocks + scale_blocks), kQuantThreads, 0, stream>>>(
+        x, rows, x_width, x_stride, codes, act_scale, act_blocks, w.scale, weight_scales, weight_scale);
+    LONGCTX_CUDA_CHECK_LAUNCH();
+  }
+  if (!(steps & kFp8TcMultiply)) return rows;
+
+  const float alpha = 1.0f, beta = 0.0f;
+  for (int64_t g = 0; g < groups; ++g) {
+    const float* a_scale = weight_scale + g * (per_group / kBlock) * k_blocks;
+    const float* b_scale = act_scale + g * k_blocks * rows;
+    set_attribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, a_scale);
+    set_attribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, b_scale);
+    const uint8_t* a = w.weight + g * per_group * w.in;
+    const uint8_t* b = codes + g * w.in;
+    float* d = y + g * per_group;
+    check_blas(cublasLtMatmul(handle, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d, d, plan.d, &plan.algo,
+                              workspace.blas_workspace, workspace.blas_workspace_bytes, stream),
+               "cublasLtMatmul");
+  }
+  return rows;
+}
+
+}  // namespace longctx::cuda
