@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -112,6 +113,10 @@ class KernelBench {
     if (wants("attention") || wants("indexer")) {
       for (const int64_t context : options_.contexts)
         attention_and_indexer(context);
+    }
+    if (wants("indexer")) {
+      for (const int64_t context : options_.contexts)
+        if (context >= 131072) indexer_prefill(context);
     }
     if (wants("compressor")) compressor();
     if (wants("gemm")) {
@@ -287,10 +292,14 @@ class KernelBench {
                        std::to_string(index_dim) + ", " + to_string(options_.key_dtype) +
                        " keys), context " + context_tag(context) + " (" + std::to_string(visible4) +
                        " entries)");
-        const DeviceBuffer<float> q =
+        // Queries as the model makes them: roped, Hadamard-rotated, fp4-simulated.
+        DeviceBuffer<float> q =
             random_floats(static_cast<size_t>(max_batch * index_heads * index_dim), 31);
-        const DeviceBuffer<float> weights =
+        DeviceBuffer<float> weights =
             random_floats(static_cast<size_t>(max_batch * index_heads), 32);
+        indexer_q_prepare(q.data(), weights.data(), max_batch, index_heads, index_dim, 64,
+                          batch_view(max_batch).row_pos, inv_freq.data(), 1.0f, nullptr);
+        DeviceBuffer<uint8_t> index_workspace(indexer_workspace_bytes(max_batch));
         DeviceBuffer<float> scores(static_cast<size_t>(max_batch * visible4));
         DeviceBuffer<int32_t> selected(static_cast<size_t>(max_batch * topk)),
             counts(static_cast<size_t>(max_batch));
@@ -300,7 +309,7 @@ class KernelBench {
           const double rows = static_cast<double>(batch);
           const double score_ms = timer_.median_ms([&] {
             indexer_scores(kv4, view, 0, batch, q.data(), weights.data(), index_heads, index_dim,
-                           scores.data(), visible4, visible4, nullptr);
+                           scores.data(), visible4, visible4, nullptr, index_workspace.data());
           });
           const double score_bytes = rows * (static_cast<double>(visible4) * (key_bytes + 4.0) +
                                              (index_heads * index_dim + index_heads) * 4.0);
@@ -321,7 +330,7 @@ class KernelBench {
                      topk_ms, topk_bytes, 0, Peak::kNone);
           const double both_ms = timer_.median_ms([&] {
             indexer_scores(kv4, view, 0, batch, q.data(), weights.data(), index_heads, index_dim,
-                           scores.data(), visible4, visible4, nullptr);
+                           scores.data(), visible4, visible4, nullptr, index_workspace.data());
             topk_rows(scores.data(), visible4, view.row_pos, 0, batch, 4, topk, selected.data(),
                       counts.data(), nullptr);
           });
@@ -425,6 +434,102 @@ class KernelBench {
                  model_tag(model) + " prefill c128 all ctx " + context_tag(context) + " rows " +
                      std::to_string(rows) + path,
                  ms, io + static_cast<double>(context / 128) * entry, flops128, Peak::kBF16);
+    }
+  }
+
+  // The indexer of a prefill chunk: the last `rows` positions of a `context`-token prompt (one
+  // sequence; causal, row i sees (pos + 1) / 4 entries), scores in slices of <= 64M floats as
+  // the backend computes them, then top-k. One timed run after a warm-up slice (these take up to
+  // seconds). LONGCTX_INDEXER_OLD=1 times the fp32 kernels (cases over 2e14 FLOPs skipped).
+  void indexer_prefill(int64_t context) {
+    const KvLayout layout = attention_layout();
+    const LayerKvLayout& l4 = layout.layers[0];
+    const int64_t blocks = (context + kKvBlockSize - 1) / kKvBlockSize;
+    DeviceBuffer<uint8_t> window4(static_cast<size_t>(l4.window_page_bytes));
+    DeviceBuffer<uint8_t> pages4(static_cast<size_t>(blocks) * l4.compressed_page_bytes);
+    const KvLayerView kv4 = make_kv_layer_view(layout, 0, window4.data(), pages4.data());
+    fill_kv_pages_random(kv4, 1, blocks, 13, nullptr);
+    const ModelConfig flash = test_model_preset("flash", 4);
+    const DeviceBuffer<float> inv_freq = to_device(RopeTable::for_layer(flash, 4).inverse_frequencies());
+    const int heads = static_cast<int>(flash.index_n_heads);
+    const int dim = static_cast<int>(flash.index_head_dim);
+    const int topk = static_cast<int>(flash.index_topk);
+    const char* old_env = std::getenv("LONGCTX_INDEXER_OLD");
+    const bool old = old_env != nullptr && old_env[0] == '1';
+    for (const int64_t rows : {int64_t{2048}, int64_t{8192}}) {
+      if (rows > context) continue;
+      const char* max_env = std::getenv("LONGCTX_BENCH_PREFILL_MAX_ROWS");  // short device runs
+      if (max_env != nullptr && rows > std::atoll(max_env)) continue;
+      std::vector<int32_t> meta(sizeof(ChunkInfo) / sizeof(int32_t));
+      ChunkInfo info;
+      info.first_row = 0;
+      info.rows = static_cast<int32_t>(rows);
+      info.start_pos = static_cast<int32_t>(context - rows);
+      info.window_table = static_cast<int32_t>(meta.size());
+      info.window_blocks = 1;
+      meta.push_back(0);
+      info.compressed_table[0] = static_cast<int32_t>(meta.size());
+      info.compressed_blocks[0] = static_cast<int32_t>(blocks);
+      for (int64_t b = 0; b < blocks; ++b) meta.push_back(static_cast<int32_t>((b * 7) % blocks));
+      std::memcpy(meta.data(), &info, sizeof(info));
+      const size_t positions_at = meta.size();
+      for (int64_t r = 0; r < rows; ++r) meta.push_back(static_cast<int32_t>(context - rows + r));
+      const size_t chunk_at = meta.size();
+      for (int64_t r = 0; r < rows; ++r) meta.push_back(0);
+      const DeviceBuffer<int32_t> device_meta = to_device(meta);
+      const BatchView view{reinterpret_cast<const ChunkInfo*>(device_meta.data()), 1, device_meta.data(),
+                           device_meta.data() + positions_at, device_meta.data() + chunk_at, rows};
+      DeviceBuffer<float> q = random_floats(static_cast<size_t>(rows * heads * dim), 41);
+      DeviceBuffer<float> weights = random_floats(static_cast<size_t>(rows * heads), 42);
+      indexer_q_prepare(q.data(), weights.data(), rows, heads, dim, 64, view.row_pos, inv_freq.data(), 1.0f, nullptr);
+      const int64_t max_visible = context / 4;
+      const int64_t slice = std::max<int64_t>(1, std::min<int64_t>(rows, (int64_t{64} << 20) / max_visible));
+      DeviceBuffer<float> scores(static_cast<size_t>(slice * max_visible));
+      DeviceBuffer<uint8_t> workspace(indexer_workspace_bytes(slice));
+      DeviceBuffer<int32_t> selected(static_cast<size_t>(rows * topk)), counts(static_cast<size_t>(rows));
+      double entries = 0;
+      for (int64_t r = 0; r < rows; ++r) entries += static_cast<double>((context - rows + r + 1) / 4);
+      const double flops = 2.0 * heads * dim * entries;
+      const std::string what = "Flash prefill " + std::to_string(rows) + " rows ctx " + context_tag(context);
+      if (old && flops > 2e14) {
+        std::printf("  %s: skipped with the fp32 kernels (%.3g FLOPs)\n", what.c_str(), flops);
+        continue;
+      }
+      const auto run = [&](bool do_scores, bool do_topk, int64_t row_limit) {
+        for (int64_t begin = 0; begin < row_limit; begin += slice) {
+          const int64_t count = std::min(slice, row_limit - begin);
+          if (do_scores)
+            indexer_scores(kv4, view, begin, count, q.data(), weights.data(), heads, dim, scores.data(), max_visible,
+                           max_visible, nullptr, workspace.data());
+          if (do_topk)
+            topk_rows(scores.data(), max_visible, view.row_pos, begin, count, 4, topk,
+                      selected.data() + begin * topk, counts.data() + begin, nullptr);
+        }
+      };
+      const auto time_once = [&](bool do_scores, bool do_topk) {
+        run(do_scores, do_topk, std::min(rows, slice));  // warm-up: one slice
+        cudaEvent_t start, stop;
+        LONGCTX_CUDA_CHECK(cudaEventCreate(&start));
+        LONGCTX_CUDA_CHECK(cudaEventCreate(&stop));
+        LONGCTX_CUDA_CHECK(cudaEventRecord(start));
+        run(do_scores, do_topk, rows);
+        LONGCTX_CUDA_CHECK(cudaEventRecord(stop));
+        LONGCTX_CUDA_CHECK(cudaEventSynchronize(stop));
+        float ms = 0;
+        LONGCTX_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+        LONGCTX_CUDA_CHECK(cudaEventDestroy(start));
+        LONGCTX_CUDA_CHECK(cudaEventDestroy(stop));
+        return static_cast<double>(ms);
+      };
+      table_.section("indexer prefill, Flash (" + std::to_string(heads) + " heads x " + std::to_string(dim) + ", " +
+                     to_string(options_.key_dtype) + " keys, top-" + std::to_string(topk) + "), " +
+                     std::to_string(rows) + " rows ending at context " + context_tag(context) + ", slices of " +
+                     std::to_string(slice) + " rows");
+      const double key_bytes = static_cast<double>(l4.indexer_key_bytes);
+      const double score_ms = time_once(true, false);
+      table_.add("indexer", what + " scores", score_ms, entries * (key_bytes + 4.0), flops, Peak::kFP8);
+      const double topk_ms = time_once(false, true);
+      table_.add("indexer", what + " top-" + std::to_string(topk), topk_ms, entries * 4.0, 0, Peak::kNone);
     }
   }
 

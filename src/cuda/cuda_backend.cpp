@@ -285,6 +285,7 @@ struct CudaBackend::Impl {
   DeviceBuffer<float> streams, x, xq, out, post, comb;
   DeviceBuffer<float> q_lora, q, kv, attended, low_rank;
   DeviceBuffer<float> comp_kv, comp_score, index_q, index_w, index_kv, index_score, scores;
+  DeviceBuffer<float> index_pack;  // indexer_scores workspace (packed int8 queries)
   DeviceBuffer<int32_t> selected, selected_counts;
   DeviceBuffer<float> router_logits, route_weights, slot_weights, expert_gate, expert_up, expert_hidden,
       slot_out, shared_gate, shared_up, shared_hidden, shared_out;
@@ -613,6 +614,7 @@ struct CudaBackend::Impl {
     if (layout.compressed_ratios.size() > 0 && layout.compressed_ratios.front() == 4) {
       const int64_t max_visible = position_cap / 4;
       grow(scores, static_cast<size_t>(score_slice(max_visible) * max_visible));
+      grow(index_pack, (indexer_workspace_bytes(score_slice(max_visible)) + 3) / 4);
     }
   }
 
@@ -703,7 +705,8 @@ struct CudaBackend::Impl {
           const int64_t count = std::min(slice, rows - begin);
           timer.mark("indexer scores", stream);
           indexer_scores(view, batch, begin, count, index_q.data(), index_w.data(), static_cast<int>(c.index_n_heads),
-                         static_cast<int>(c.index_head_dim), scores.data(), max_visible, max_visible, stream);
+                         static_cast<int>(c.index_head_dim), scores.data(), max_visible, max_visible, stream,
+                         index_pack.data());
           timer.mark("indexer top-k", stream);
           topk_rows(scores.data(), max_visible, batch.row_pos, begin, count, host.ratio, static_cast<int>(c.index_topk),
                     selected.data() + begin * c.index_topk, selected_counts.data() + begin, stream);

@@ -6,13 +6,37 @@
 // compressed pages (f32 / bf16 / packed e2m1 with per-32 e8m0 scales) at indexer_offset.
 // scores [row_count, score_stride]: entry e of row r is visible iff e < (pos_r + 1) / ratio.
 //
-// indexer_scores: block = (row, 64 entries); the row's q is staged in shared memory (rows padded
-// by one float against bank conflicts), each warp decodes one key at a time and lane l takes
-// heads l, l + 32, ...; head terms w_h relu(q_h . k) are summed per lane then across lanes.
-// topk_rows: one block per row; a 4-pass 8-bit radix select finds the k-th largest score, then
-// two block scans emit the selected indices in ascending order: every entry above the
-// threshold, and the lowest-indexed entries equal to it (ties go to the lower index, as the CPU
-// reference's partial_sort does).
+// Two score kernels, bitwise equal:
+// - indexer_scores_kernel (fp32 SIMT; every key dtype and shape): block = (row, 64 entries); the
+//   row's q is staged in shared memory, each warp decodes one key at a time and lane l takes
+//   heads l, l + 32, ...: total_l = fma(w, relu(q.k), total_l) in head order, then the warp's
+//   xor-butterfly sum (offsets 16, 8, 4, 2, 1).
+// - indexer_tc_kernel (fp4 keys, 64 heads x 128): int8 tensor cores. Each fp4-simulated q head
+//   is an integer vector times one power of two (indexer_pack_q_kernel: per-32 codes x their
+//   scale, brought to the head's smallest scale; |int| <= 120 when the head's block scales span
+//   <= 2^3), and so is each key (doubled e2m1 codes, |int| <= 96 under the same condition). The
+//   dot is then an exact int32 (mma m16n8k32 s8, 4 k-steps), and so is the fp32 kernel's dot
+//   (every partial sum is a multiple of the smallest unit and < 2^24 units). With the head's
+//   power folded into its weight and the key's applied at the end (exact scalings in the
+//   normal range), the head terms and their sum are formed in the fp32 kernel's exact order:
+//   per lane l the fma chain over heads l, l + 32, then the butterfly tree. Heads, keys or rows
+//   outside the exact conditions (span > 2^3, q not fp4-simulated, extreme exponents, NaN) are
+//   computed by the fp32 kernel's code in the same kernel, so the results are always the same.
+//   Block = 8 warps over a 256-key shared tile (keys decoded once per block); RB = 8 rows per
+//   block (prefill: warp w takes row w, all keys) or RB = 1 (decode: the 8 warps split the tile).
+//   The 64 heads of a row sit in one warp's mma rows (head 16 i + g + 8 hh in m-tile i), so lane
+//   (g, t) holds heads g, g + 8, ..., g + 56: the chains of lanes g, g + 8, g + 16, g + 24 and
+//   the tree levels over lane bits 4, 3 are local; bits 2..0 are shuffles (xor 16, 8, 4).
+//
+// topk_rows: one block of 1024 threads per row. Each entry gets a distinct 64-bit key
+// (order_key(score) << 32 | ~index), so the top k are unique and ties go to the lower index.
+// Rows of <= 8192 entries are loaded whole into shared memory; longer rows first take a threshold
+// from 4096 evenly spaced samples and keep only the entries at or above it (warp ballots). The
+// k-th largest candidate is found bit by bit (block counts), the winners are sorted by index
+// (bitonic) and written ascending. When the candidates do not fit (or are fewer than k: an
+// unlucky sample), the row falls back to the exact 4-pass 8-bit radix select.
+#include <cstdlib>
+
 #include "cuda/cuda_check.h"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
@@ -23,6 +47,15 @@ namespace {
 constexpr int kScoreThreads = 256;
 constexpr int kEntriesPerBlock = 64;
 constexpr int kTopkThreads = 1024;
+
+// LONGCTX_INDEXER_OLD=1: the previous kernels (fp32 SIMT scores, radix top-k) for A/B runs.
+bool use_old_kernels() {
+  static const bool old = [] {
+    const char* text = std::getenv("LONGCTX_INDEXER_OLD");
+    return text != nullptr && text[0] == '1';
+  }();
+  return old;
+}
 
 __global__ void __launch_bounds__(kScoreThreads) indexer_scores_kernel(
     KvLayerView kv, BatchView batch, int64_t row_begin, const float* q, const float* weights,
@@ -63,6 +96,344 @@ __global__ void __launch_bounds__(kScoreThreads) indexer_scores_kernel(
   }
 }
 
+// ---------------------------------------------------------------- tensor-core scores
+
+constexpr int kTcHeads = 64;
+constexpr int kTcDim = 128;
+constexpr int kTcKeyBytes = kTcDim / 2 + kTcDim / 32;  // 68: packed codes, then 4 e8m0 scales
+constexpr int kTcKeyWords = kTcKeyBytes / 4;           // 17
+constexpr int kTcTile = 256;                           // keys per shared tile
+constexpr int kTcRowStride = kTcDim + 16;              // int8 key row: 144 bytes, conflict-free B loads
+constexpr int kTcMaxSpan = 3;                          // block-scale span (log2) of an exact vector
+constexpr int kTcMinExp = -40, kTcMaxExp = 30;         // unit exponents kept on the fast path
+constexpr int64_t kPackBytesPerRow = kTcHeads * kTcDim + kTcHeads * 4 + 16;  // q8, w', flag
+
+struct PackedRows {
+  int8_t* q8;   // [rows][64][128]
+  float* wq;    // [rows][64]: w * 2^eq
+  int32_t* ok;  // [rows]: 1 when every head is exact on the int8 path
+};
+__host__ __device__ inline PackedRows packed_rows(void* workspace, int64_t rows) {
+  uint8_t* base = static_cast<uint8_t*>(workspace);
+  return {reinterpret_cast<int8_t*>(base), reinterpret_cast<float*>(base + rows * kTcHeads * kTcDim),
+          reinterpret_cast<int32_t*>(base + rows * (kTcHeads * kTcDim + kTcHeads * 4))};
+}
+
+__device__ __forceinline__ float pow2_exact(int e) { return __uint_as_float(static_cast<uint32_t>(e + 127) << 23); }
+
+// One block (8 warps) per row; warp w packs heads w, w + 8, ...; lane l holds dims 4l..4l+3.
+__global__ void __launch_bounds__(256) indexer_pack_q_kernel(const float* q, const float* weights, int64_t row_begin,
+                                                             PackedRows packed) {
+  const int64_t i = blockIdx.x;
+  const int64_t r = row_begin + i;
+  const int lane = threadIdx.x & 31;
+  bool ok = true;
+  for (int h = threadIdx.x >> 5; h < kTcHeads; h += 8) {
+    const float4 v = reinterpret_cast<const float4*>(q + (r * kTcHeads + h) * kTcDim)[lane];
+    float m = fmaxf(fmaxf(fabsf(v.x), fabsf(v.y)), fmaxf(fabsf(v.z), fabsf(v.w)));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 4));
+    // Unit of the block: 2^(floor(log2 amax) - 3) (an fp4 block's codes are multiples of scale/2).
+    const int biased = static_cast<int>((__float_as_uint(m) >> 23) & 0xffu);
+    bool good = !(m > 0.0f) || (biased > 0 && biased < 255);  // zero, or normal and finite
+    const int unit = m > 0.0f ? biased - 127 - 3 : 1000;
+    int low = unit, high = m > 0.0f ? unit : -1000;
+    low = min(low, __shfl_xor_sync(0xffffffffu, low, 8));
+    low = min(low, __shfl_xor_sync(0xffffffffu, low, 16));
+    high = max(high, __shfl_xor_sync(0xffffffffu, high, 8));
+    high = max(high, __shfl_xor_sync(0xffffffffu, high, 16));
+    const int eq = low == 1000 ? 0 : low;  // an all-zero head: any unit
+    if (low != 1000) good = good && high - low <= kTcMaxSpan && eq >= kTcMinExp && eq <= kTcMaxExp;
+    const float inv = pow2_exact(-max(min(eq, 100), -100));
+    const float values[4] = {v.x, v.y, v.z, v.w};
+    uint32_t word = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float scaled = values[j] * inv;
+      const int n = __float2int_rn(scaled);
+      good = good && static_cast<float>(n) == scaled && n >= -127 && n <= 127;
+      word |= (static_cast<uint32_t>(n) & 0xffu) << (8 * j);
+    }
+    reinterpret_cast<uint32_t*>(packed.q8 + (i * kTcHeads + h) * kTcDim)[lane] = word;
+    const float w = weights[r * kTcHeads + h];
+    const float wq = w * pow2_exact(max(min(eq, 100), -100));
+    const float a = fabsf(wq);
+    good = good && (wq == 0.0f || (a >= 0x1p-60f && a <= 0x1p60f));
+    if (lane == 0) packed.wq[i * kTcHeads + h] = wq;
+    ok = ok && __all_sync(0xffffffffu, good);
+  }
+  ok = __syncthreads_and(ok);
+  if (threadIdx.x == 0) packed.ok[i] = ok ? 1 : 0;
+}
+
+__device__ __forceinline__ void mma_s8(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                       uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// relu of an int32 |D| < 2^22 as a float: 1.5 * 2^23 + D by the bits, clamp, subtract (exact).
+__device__ __forceinline__ float relu_int(int d) {
+  const float x = __int_as_float(d + 0x4B400000);
+  return fmaxf(x, 12582912.0f) - 12582912.0f;
+}
+
+// The fp32 kernel's score of one key for one row (whole warp; lane 0's value is the result).
+__device__ float warp_score_fp32(const float* q_row, const float* w_row, const uint8_t* key) {
+  const int lane = threadIdx.x & 31;
+  float total = 0.0f;
+  for (int h = lane; h < kTcHeads; h += 32) {
+    const float* qh = q_row + h * kTcDim;
+    float dot = 0.0f;
+    for (int i = 0; i < kTcDim; ++i) dot = fmaf(qh[i], decode_key_element(key, i, kKeyFP4, kTcDim), dot);
+    total = fmaf(w_row[h], fmaxf(dot, 0.0f), total);
+  }
+  return warp_sum(total);
+}
+
+struct TcShared {
+  uint32_t raw[kTcTile * kTcKeyWords];                // the stored keys of the tile
+  alignas(16) int8_t keys[kTcTile * kTcRowStride];   // int8 keys, row per key
+  float key_scale[kTcTile];                           // 2^ek; 0: key off the exact path
+  const uint8_t* key_ptr[kTcTile];
+  int32_t row_chunk[8];
+  int64_t row_visible[8];
+};
+
+template <int RB>
+__global__ void __launch_bounds__(kScoreThreads, 1) indexer_tc_kernel(KvLayerView kv, BatchView batch, int64_t row_begin,
+                                                                      int64_t row_count, const float* q,
+                                                                      const float* weights, PackedRows packed,
+                                                                      float* scores, int64_t score_stride,
+                                                                      int chunk_tiles) {
+  extern __shared__ __align__(16) uint8_t shared_bytes[];
+  TcShared& s = *reinterpret_cast<TcShared*>(shared_bytes);
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int64_t group_first = static_cast<int64_t>(blockIdx.y) * RB;  // index into the slice
+  const int64_t key_first = static_cast<int64_t>(blockIdx.x) * chunk_tiles * kTcTile;
+  if (threadIdx.x < RB) {
+    const int64_t i = group_first + threadIdx.x;
+    if (i < row_count) {
+      const int64_t r = row_begin + i;
+      s.row_chunk[threadIdx.x] = batch.row_chunk[r];
+      s.row_visible[threadIdx.x] = (batch.row_pos[r] + 1) / kv.ratio;
+    } else {
+      s.row_chunk[threadIdx.x] = -1;
+      s.row_visible[threadIdx.x] = 0;
+    }
+  }
+  __syncthreads();
+
+  // This warp's row and key group.
+  constexpr int kGroups = 8 / RB;
+  const int my_slot = warp % RB;
+  const int my_group = warp / RB;
+  const int64_t my_i = group_first + my_slot;
+  const int64_t my_visible = s.row_visible[my_slot];
+  const int my_chunk = s.row_chunk[my_slot];
+  const bool row_live = my_chunk >= 0 && my_visible > key_first;
+  const int64_t my_r = row_begin + my_i;
+
+  // A fragments (the row's 64 x 128 int8 q) and the weights of this lane's 8 heads.
+  uint32_t a[4][4][4];
+  float wq[4][2];
+  bool row_exact = false;
+  if (row_live) {
+    row_exact = packed.ok[my_i] != 0;
+    const int8_t* q8 = packed.q8 + my_i * kTcHeads * kTcDim;
+#pragma unroll
+    for (int mi = 0; mi < 4; ++mi) {
+#pragma unroll
+      for (int ks = 0; ks < 4; ++ks) {
+        const int8_t* top = q8 + (16 * mi + g) * kTcDim + 32 * ks + 4 * t;
+        const int8_t* bottom = top + 8 * kTcDim;
+        a[mi][ks][0] = *reinterpret_cast<const uint32_t*>(top);
+        a[mi][ks][1] = *reinterpret_cast<const uint32_t*>(bottom);
+        a[mi][ks][2] = *reinterpret_cast<const uint32_t*>(top + 16);
+        a[mi][ks][3] = *reinterpret_cast<const uint32_t*>(bottom + 16);
+      }
+      wq[mi][0] = packed.wq[my_i * kTcHeads + 16 * mi + g];
+      wq[mi][1] = packed.wq[my_i * kTcHeads + 16 * mi + 8 + g];
+    }
+  }
+
+  // One pass per distinct chunk (sequence) among the block's rows: keys go through its table.
+  for (int slot = 0; slot < RB; ++slot) {
+    const int chunk_id = s.row_chunk[slot];
+    if (chunk_id < 0) continue;
+    bool seen = false;
+    int64_t visible = 0;
+    for (int j = 0; j < RB; ++j) {
+      if (s.row_chunk[j] == chunk_id) {
+        if (j < slot) seen = true;
+        visible = max(visible, s.row_visible[j]);
+      }
+    }
+    if (seen) continue;
+    const int64_t key_end = min(visible, key_first + static_cast<int64_t>(chunk_tiles) * kTcTile);
+    const ChunkInfo chunk = batch.chunks[chunk_id];
+    const bool mine = row_live && my_chunk == chunk_id;
+    for (int64_t tile = key_first; tile < key_end; tile += kTcTile) {
+      const int tile_keys = static_cast<int>(min(static_cast<int64_t>(kTcTile), key_end - tile));
+      __syncthreads();  // the previous tile's readers are done
+      {
+        const int k = threadIdx.x;
+        s.key_ptr[k] = k < tile_keys ? indexer_key(kv, batch, chunk, tile + k) : nullptr;
+      }
+      __syncthreads();
+      for (int w = threadIdx.x; w < kTcTile * kTcKeyWords; w += kScoreThreads) {
+        const int k = w / kTcKeyWords;
+        const uint8_t* p = s.key_ptr[k];
+        s.raw[w] = p != nullptr ? reinterpret_cast<const uint32_t*>(p)[w - k * kTcKeyWords] : 0u;
+      }
+      __syncthreads();
+      {
+        // Thread k decodes key k into doubled e2m1 codes shifted to the key's smallest scale.
+        const int k = threadIdx.x;
+        const uint32_t* raw = s.raw + k * kTcKeyWords;
+        const uint32_t scales = raw[16];
+        int low = 1000, high = -1000;
+        bool exact = true;
+        int exps[4];
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          exps[b] = static_cast<int>((scales >> (8 * b)) & 0xffu);
+          const bool nonzero = ((raw[4 * b] | raw[4 * b + 1] | raw[4 * b + 2] | raw[4 * b + 3]) & 0x77777777u) != 0;
+          if (exps[b] == 0xff) exact = false;  // NaN scale
+          if (nonzero) {
+            low = min(low, exps[b]);
+            high = max(high, exps[b]);
+          }
+        }
+        if (low == 1000) low = high = 128;  // all-zero key
+        const int ek = low - 128;           // value = (2 code) 2^(E - 128)
+        exact = exact && high - low <= kTcMaxSpan && ek >= kTcMinExp && ek <= kTcMaxExp;
+        s.key_scale[k] = exact ? pow2_exact(ek) : 0.0f;
+        uint32_t* out = reinterpret_cast<uint32_t*>(s.keys + k * kTcRowStride);
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+          const int shift = exact ? min(max(exps[b] - low, 0), kTcMaxSpan) : 0;
+          const uint32_t pos_lo = 0x03020100u << shift, pos_hi = 0x0C080604u << shift;
+          const uint32_t neg_lo = (~pos_lo + 0x01010100u) & 0xffffff00u, neg_hi = ~pos_hi + 0x01010101u;
+          uint32_t words[8];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const uint32_t codes = raw[4 * b + j];
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+              const uint32_t c = codes >> (16 * half);
+              const uint32_t mag = c & 0x7777u;
+              const uint32_t p = __byte_perm(pos_lo, pos_hi, mag);
+              const uint32_t n = __byte_perm(neg_lo, neg_hi, mag);
+              words[2 * j + half] = __byte_perm(p, n, 0x3210u | ((c >> 1) & 0x4444u));
+            }
+          }
+          uint4* dst = reinterpret_cast<uint4*>(out + 8 * b);
+          dst[0] = make_uint4(words[0], words[1], words[2], words[3]);
+          dst[1] = make_uint4(words[4], words[5], words[6], words[7]);
+        }
+      }
+      __syncthreads();
+      if (!mine) continue;
+      // This warp's sub-tiles of 32 keys.
+      for (int sub = my_group; sub * 32 < tile_keys; sub += kGroups) {
+        const int64_t sub_first = tile + sub * 32;
+        if (sub_first >= my_visible) break;
+        float* out_row = scores + my_i * score_stride;
+        if (row_exact) {
+          int acc[4][4][4];
+#pragma unroll
+          for (int mi = 0; mi < 4; ++mi)
+#pragma unroll
+            for (int nj = 0; nj < 4; ++nj)
+#pragma unroll
+              for (int c = 0; c < 4; ++c) acc[mi][nj][c] = 0;
+#pragma unroll
+          for (int ks = 0; ks < 4; ++ks) {
+#pragma unroll
+            for (int nj = 0; nj < 4; ++nj) {
+              const int8_t* brow = s.keys + (sub * 32 + 8 * nj + g) * kTcRowStride + 32 * ks + 4 * t;
+              const uint32_t b0 = *reinterpret_cast<const uint32_t*>(brow);
+              const uint32_t b1 = *reinterpret_cast<const uint32_t*>(brow + 16);
+#pragma unroll
+              for (int mi = 0; mi < 4; ++mi)
+                mma_s8(acc[mi][nj], a[mi][ks][0], a[mi][ks][1], a[mi][ks][2], a[mi][ks][3], b0, b1);
+            }
+          }
+          // Per key slot s = 2 nj + c: the chains of lanes g + 8 m (m = 2 i + hh, heads +32 at i + 2).
+          float v[8];
+#pragma unroll
+          for (int nj = 0; nj < 4; ++nj) {
+#pragma unroll
+            for (int c = 0; c < 2; ++c) {
+              float chain[4];
+#pragma unroll
+              for (int m = 0; m < 4; ++m) {
+                const int mi = m >> 1, hh = m & 1;
+                const float first = fmaf(wq[mi][hh], relu_int(acc[mi][nj][c + 2 * hh]), 0.0f);
+                chain[m] = fmaf(wq[mi + 2][hh], relu_int(acc[mi + 2][nj][c + 2 * hh]), first);
+              }
+              v[2 * nj + c] = (chain[0] + chain[2]) + (chain[1] + chain[3]);  // lane bits 4, then 3
+            }
+          }
+          // Lane bits 2, 1, 0 of the fp32 kernel are g's bits: xor 16, 8, 4, halving the slots.
+          float v4[4], v2[2];
+          const bool up2 = (g & 4) != 0, up1 = (g & 2) != 0, up0 = (g & 1) != 0;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const float send = up2 ? v[j] : v[j + 4];
+            const float keep = up2 ? v[j + 4] : v[j];
+            v4[j] = keep + __shfl_xor_sync(0xffffffffu, send, 16);
+          }
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const float send = up1 ? v4[j] : v4[j + 2];
+            const float keep = up1 ? v4[j + 2] : v4[j];
+            v2[j] = keep + __shfl_xor_sync(0xffffffffu, send, 8);
+          }
+          const float send = up0 ? v2[0] : v2[1];
+          const float keep = up0 ? v2[1] : v2[0];
+          const float total = keep + __shfl_xor_sync(0xffffffffu, send, 4);
+          // Slot g = 2 nj + c holds key 8 nj + 2 t + c.
+          const int key = sub * 32 + 8 * (g >> 1) + 2 * t + (g & 1);
+          const int64_t e = tile + key;
+          const float scale = s.key_scale[key];
+          if (e < my_visible && scale != 0.0f) out_row[e] = total * scale;
+          unsigned slow = __ballot_sync(0xffffffffu, e < my_visible && scale == 0.0f);
+          while (slow != 0u) {
+            const int l = __ffs(slow) - 1;
+            slow &= slow - 1;
+            const int slow_key = sub * 32 + 8 * (l >> 3) + 2 * (l & 3) + ((l >> 2) & 1);
+            const float value = warp_score_fp32(q + my_r * kTcHeads * kTcDim, weights + my_r * kTcHeads,
+                                                reinterpret_cast<const uint8_t*>(s.raw + slow_key * kTcKeyWords));
+            if (lane == 0) out_row[tile + slow_key] = value;
+          }
+        } else {
+          const int64_t last = min(my_visible, sub_first + 32);
+          for (int64_t e = sub_first; e < last; ++e) {
+            const float value = warp_score_fp32(q + my_r * kTcHeads * kTcDim, weights + my_r * kTcHeads,
+                                                reinterpret_cast<const uint8_t*>(s.raw + (e - tile) * kTcKeyWords));
+            if (lane == 0) out_row[e] = value;
+          }
+        }
+      }
+    }
+  }
+}
+
+bool tc_shape(const KvLayerView& kv, int heads, int dim) {
+  return kv.key_dtype == kKeyFP4 && heads == kTcHeads && dim == kTcDim && kv.indexer_key_bytes == kTcKeyBytes &&
+         kv.indexer_offset % 4 == 0 && kv.compressed_page_bytes % 4 == 0;
+}
+
+// ---------------------------------------------------------------- top-k
+
 // Orderable key: larger float -> larger unsigned; -0 counts as +0.
 __device__ __forceinline__ uint32_t order_key(float value) {
   if (value == 0.0f) value = 0.0f;
@@ -98,24 +469,12 @@ __device__ int block_exclusive_scan(int value, int* warp_totals, int* total) {
   return before + inclusive - value;
 }
 
-__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores, int64_t score_stride,
-                                                            const int32_t* row_pos, int64_t row_begin,
-                                                            int ratio, int topk, int32_t* selected,
-                                                            int32_t* counts) {
+// The exact 4-pass radix select of one row (n > k) by the whole block.
+__device__ void radix_topk_row(const float* row, int64_t n, int k, int32_t* out) {
   __shared__ int histogram[256];
   __shared__ int warp_totals[32];
   __shared__ uint32_t chosen_prefix;
   __shared__ int chosen_remaining;
-  const int64_t i = blockIdx.x;
-  const int64_t n = (row_pos[row_begin + i] + 1) / ratio;
-  const int k = static_cast<int>(min(static_cast<int64_t>(topk), n));
-  int32_t* out = selected + i * topk;
-  if (threadIdx.x == 0) counts[i] = k;
-  if (n <= topk) {
-    for (int64_t e = threadIdx.x; e < n; e += blockDim.x) out[e] = static_cast<int32_t>(e);
-    return;
-  }
-  const float* row = scores + i * score_stride;
   uint32_t prefix = 0;
   uint32_t mask = 0;
   int remaining = k;
@@ -161,12 +520,187 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores,
   }
 }
 
+__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const float* scores, int64_t score_stride,
+                                                            const int32_t* row_pos, int64_t row_begin,
+                                                            int ratio, int topk, int32_t* selected,
+                                                            int32_t* counts) {
+  const int64_t i = blockIdx.x;
+  const int64_t n = (row_pos[row_begin + i] + 1) / ratio;
+  const int k = static_cast<int>(min(static_cast<int64_t>(topk), n));
+  int32_t* out = selected + i * topk;
+  if (threadIdx.x == 0) counts[i] = k;
+  if (n <= topk) {
+    for (int64_t e = threadIdx.x; e < n; e += blockDim.x) out[e] = static_cast<int32_t>(e);
+    return;
+  }
+  radix_topk_row(scores + i * score_stride, n, k, out);
+}
+
+constexpr int kCandidates = 8192;   // shared candidates (8-byte keys)
+constexpr int kMaxSorted = 4096;    // largest k of the fast path
+constexpr int kSamples = 4096;
+
+// Sum of one int per thread over the block; `buffer` [2][32] alternates between calls (`parity`).
+__device__ __forceinline__ int block_count(int value, int* buffer, int& parity) {
+  const int lane = threadIdx.x & 31;
+  int* totals = buffer + 32 * parity;
+  parity ^= 1;
+  value = __reduce_add_sync(0xffffffffu, value);
+  if (lane == 0) totals[threadIdx.x >> 5] = value;
+  __syncthreads();
+  return __reduce_add_sync(0xffffffffu, totals[lane]);
+}
+
+__global__ void __launch_bounds__(kTopkThreads) topk_select_kernel(const float* scores, int64_t score_stride,
+                                                                   const int32_t* row_pos, int64_t row_begin,
+                                                                   int ratio, int topk, int32_t* selected,
+                                                                   int32_t* counts) {
+  extern __shared__ __align__(16) uint8_t shared_bytes[];
+  uint64_t* candidates = reinterpret_cast<uint64_t*>(shared_bytes);               // [kCandidates]
+  int32_t* sorted = reinterpret_cast<int32_t*>(candidates + kCandidates);         // [kMaxSorted]
+  __shared__ int reduce_buffer[64];
+  __shared__ int candidate_count;
+  __shared__ int sorted_count;
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const int64_t i = blockIdx.x;
+  const int64_t n = (row_pos[row_begin + i] + 1) / ratio;
+  const int k = static_cast<int>(min(static_cast<int64_t>(topk), n));
+  int32_t* out = selected + i * topk;
+  if (threadIdx.x == 0) counts[i] = k;
+  if (n <= topk) {
+    for (int64_t e = threadIdx.x; e < n; e += blockDim.x) out[e] = static_cast<int32_t>(e);
+    return;
+  }
+  const float* row = scores + i * score_stride;
+  int parity = 0;
+  if (threadIdx.x == 0) {
+    candidate_count = 0;
+    sorted_count = 0;
+  }
+  // Lowest order key kept as a candidate.
+  uint32_t threshold = 0;
+  if (n > kCandidates) {
+    uint32_t sample[kSamples / kTopkThreads];
+#pragma unroll
+    for (int j = 0; j < kSamples / kTopkThreads; ++j) {
+      const int64_t e = (static_cast<int64_t>(j * kTopkThreads + threadIdx.x) * n) / kSamples;
+      sample[j] = order_key(row[e]);
+    }
+    // The rank-th largest sample: about 2k + 16 / 4096 of the row at or above it.
+    const int64_t rank = min(static_cast<int64_t>(kSamples), 2 * static_cast<int64_t>(k) * kSamples / n + 16);
+    uint32_t answer = 0;
+    for (int bit = 31; bit >= 0; --bit) {
+      const uint32_t trial = answer | (1u << bit);
+      int count = 0;
+#pragma unroll
+      for (int j = 0; j < kSamples / kTopkThreads; ++j) count += sample[j] >= trial;
+      if (block_count(count, reduce_buffer, parity) >= rank) answer = trial;
+    }
+    threshold = answer;
+  }
+  __syncthreads();
+  // Candidates: every entry whose key is >= threshold, slots reserved per warp.
+  for (int64_t base = static_cast<int64_t>(warp) * 32; base < n; base += 4 * kTopkThreads) {
+    float values[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t e = base + j * kTopkThreads + lane;
+      values[j] = e < n ? row[e] : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int64_t e = base + j * kTopkThreads + lane;
+      const uint32_t key = order_key(values[j]);
+      const bool keep = e < n && key >= threshold;
+      const unsigned ballot = __ballot_sync(0xffffffffu, keep);
+      if (ballot == 0u) continue;
+      int start = 0;
+      if (lane == 0) start = atomicAdd(&candidate_count, __popc(ballot));
+      start = __shfl_sync(0xffffffffu, start, 0);
+      const int slot = start + __popc(ballot & ((1u << lane) - 1u));
+      if (keep && slot < kCandidates)
+        candidates[slot] = (static_cast<uint64_t>(key) << 32) | (0xffffffffu - static_cast<uint32_t>(e));
+    }
+  }
+  __syncthreads();
+  const int total = candidate_count;
+  const int padded = k <= 1 ? 1 : 1 << (32 - __clz(k - 1));
+  if (total < k || total > kCandidates || padded > kMaxSorted) {
+    radix_topk_row(row, n, k, out);
+    return;
+  }
+  // The k-th largest candidate key, bit by bit (all keys are distinct).
+  uint64_t answer = 0;
+  for (int bit = 63; bit >= 0; --bit) {
+    const uint64_t trial = answer | (uint64_t{1} << bit);
+    int count = 0;
+    for (int c = threadIdx.x; c < total; c += kTopkThreads) count += candidates[c] >= trial;
+    if (block_count(count, reduce_buffer, parity) >= k) answer = trial;
+  }
+  for (int c = threadIdx.x; c < padded; c += kTopkThreads) sorted[c] = 0x7fffffff;
+  __syncthreads();
+  for (int c = threadIdx.x; c < total; c += kTopkThreads) {
+    if (candidates[c] >= answer) {
+      sorted[atomicAdd(&sorted_count, 1)] = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(candidates[c]));
+    }
+  }
+  __syncthreads();
+  // Bitonic sort of `padded` indices, ascending.
+  for (int size = 2; size <= padded; size <<= 1) {
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int p = threadIdx.x; p < padded / 2; p += kTopkThreads) {
+        const int low = 2 * p - (p & (stride - 1));
+        const int high = low + stride;
+        const bool ascending = (low & size) == 0;
+        const int32_t x = sorted[low], y = sorted[high];
+        if ((x > y) == ascending) {
+          sorted[low] = y;
+          sorted[high] = x;
+        }
+      }
+      __syncthreads();
+    }
+  }
+  for (int c = threadIdx.x; c < k; c += kTopkThreads) out[c] = sorted[c];
+}
+
+constexpr int kTopkShared = kCandidates * 8 + kMaxSorted * 4;
+
 }  // namespace
+
+size_t indexer_workspace_bytes(int64_t rows) { return static_cast<size_t>(rows * kPackBytesPerRow + 64); }
 
 void indexer_scores(const KvLayerView& kv, const BatchView& batch, int64_t row_begin,
                     int64_t row_count, const float* q, const float* weights, int heads, int dim,
-                    float* scores, int64_t score_stride, int64_t max_visible, cudaStream_t stream) {
+                    float* scores, int64_t score_stride, int64_t max_visible, cudaStream_t stream,
+                    void* workspace) {
   if (row_count <= 0 || max_visible <= 0) return;
+  if (workspace != nullptr && tc_shape(kv, heads, dim) && !use_old_kernels()) {
+    const PackedRows packed = packed_rows(workspace, row_count);
+    indexer_pack_q_kernel<<<static_cast<unsigned>(row_count), 256, 0, stream>>>(q, weights, row_begin, packed);
+    LONGCTX_CUDA_CHECK_LAUNCH();
+    const int shared = static_cast<int>(sizeof(TcShared));
+    static bool raised = false;  // once (never while a graph is being captured: the first step runs eagerly)
+    if (!raised) {
+      LONGCTX_CUDA_CHECK(cudaFuncSetAttribute(indexer_tc_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+      LONGCTX_CUDA_CHECK(cudaFuncSetAttribute(indexer_tc_kernel<8>, cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+      raised = true;
+    }
+    if (row_count >= 32) {
+      const int chunk_tiles = 8;
+      const dim3 grid(ceil_div_u(max_visible, int64_t{chunk_tiles} * kTcTile), ceil_div_u(row_count, 8));
+      indexer_tc_kernel<8><<<grid, kScoreThreads, shared, stream>>>(kv, batch, row_begin, row_count, q, weights,
+                                                                    packed, scores, score_stride, chunk_tiles);
+    } else {
+      const int chunk_tiles = 1;
+      const dim3 grid(ceil_div_u(max_visible, int64_t{chunk_tiles} * kTcTile), static_cast<unsigned>(row_count));
+      indexer_tc_kernel<1><<<grid, kScoreThreads, shared, stream>>>(kv, batch, row_begin, row_count, q, weights,
+                                                                    packed, scores, score_stride, chunk_tiles);
+    }
+    LONGCTX_CUDA_CHECK_LAUNCH();
+    return;
+  }
   const int64_t shared = (static_cast<int64_t>(heads) * (dim + 1) + heads + (kScoreThreads / 32) * dim) *
                          static_cast<int64_t>(sizeof(float));
   if (shared > 200 * 1024) fail("CUDA indexer: ", heads, " heads of ", dim, " dims do not fit in shared memory");
@@ -187,7 +721,19 @@ void topk_rows(const float* scores, int64_t score_stride, const int32_t* row_pos
                int64_t row_begin, int64_t row_count, int ratio, int topk, int32_t* selected,
                int32_t* counts, cudaStream_t stream) {
   if (row_count <= 0) return;
-  topk_kernel<<<static_cast<unsigned>(row_count), kTopkThreads, 0, stream>>>(
+  if (use_old_kernels()) {
+    topk_kernel<<<static_cast<unsigned>(row_count), kTopkThreads, 0, stream>>>(
+        scores, score_stride, row_pos, row_begin, ratio, topk, selected, counts);
+    LONGCTX_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  static bool raised = false;
+  if (!raised) {
+    LONGCTX_CUDA_CHECK(
+        cudaFuncSetAttribute(topk_select_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kTopkShared));
+    raised = true;
+  }
+  topk_select_kernel<<<static_cast<unsigned>(row_count), kTopkThreads, kTopkShared, stream>>>(
       scores, score_stride, row_pos, row_begin, ratio, topk, selected, counts);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }

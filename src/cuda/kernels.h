@@ -228,9 +228,14 @@ void run_compressors(const KvLayerView& kv, const BatchView& batch, const Compre
 // ---------------------------------------------------------------- indexer.cu
 // scores[i, e] (row stride score_stride) = sum_h w[r, h] relu(q[r, h] . key_e) for rows
 // r = row_begin + i, i < row_count, and the visible entries e < (pos + 1) / ratio.
+// With a workspace (indexer_workspace_bytes(row_count)), fp4 keys and 64 heads x 128, the scores
+// come from int8 tensor cores, bitwise equal to the fp32 kernel's (see indexer.cu); without one,
+// or with LONGCTX_INDEXER_OLD=1, from the fp32 kernel.
+size_t indexer_workspace_bytes(int64_t rows);
 void indexer_scores(const KvLayerView& kv, const BatchView& batch, int64_t row_begin,
                     int64_t row_count, const float* q, const float* weights, int heads, int dim,
-                    float* scores, int64_t score_stride, int64_t max_visible, cudaStream_t stream);
+                    float* scores, int64_t score_stride, int64_t max_visible, cudaStream_t stream,
+                    void* workspace = nullptr);
 // For each row: the top k = min(topk, visible) entries by score (ties to the lower index),
 // ascending, into selected[i, 0:k); counts[i] = k.
 void topk_rows(const float* scores, int64_t score_stride, const int32_t* row_pos,

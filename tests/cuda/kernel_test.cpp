@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -723,6 +724,287 @@ TEST(CudaIndexer, TopkMatchesPartialSortIncludingTies) {
         EXPECT_EQ(gpu, order) << "topk " << topk << " ties " << ties << " row " << r;
       }
     }
+  }
+}
+
+// ---------------------------------------------------------------- indexer: tensor-core scores, fast top-k
+
+// A layer of `pages` compressed pages (random fp4 keys), and a batch of chunks: chunk c's rows sit
+// at the given positions and its block b lives in page (b * 7 + c * 3) % pages (shuffled tables).
+struct IndexerCase {
+  KvLayout layout;
+  DeviceBuffer<uint8_t> window, compressed;
+  std::vector<uint8_t> host_pages;
+  DeviceBuffer<int32_t> meta;
+  cuda::BatchView batch;
+  std::vector<int32_t> positions, row_chunk;
+  std::vector<std::vector<int32_t>> tables;
+  int64_t pages = 0;
+
+  IndexerCase(const ModelConfig& c, int64_t page_count, uint64_t seed) : layout(make_kv_layout(c, {KvDtype::kFP8, IndexerKeyDtype::kFP4})), pages(page_count) {
+    const LayerKvLayout& l = layout.layers[0];
+    window.resize(l.window_page_bytes);
+    compressed.resize(static_cast<size_t>(pages) * l.compressed_page_bytes);
+    cuda::fill_kv_pages_random(view(), 1, pages, seed, nullptr);
+    host_pages = download(compressed, compressed.size());
+  }
+  const LayerKvLayout& l() const { return layout.layers[0]; }
+  cuda::KvLayerView view() { return cuda::make_kv_layer_view(layout, 0, window.data(), compressed.data()); }
+  uint8_t* key(int chunk, int64_t e) {
+    const int64_t block = e * 4 / 256;
+    const int64_t page = tables[static_cast<size_t>(chunk)][static_cast<size_t>(block)];
+    return host_pages.data() + page * static_cast<int64_t>(l().compressed_page_bytes) + static_cast<int64_t>(l().indexer_offset) +
+           (e % l().entries_per_page) * static_cast<int64_t>(l().indexer_key_bytes);
+  }
+  void upload() { compressed.upload(host_pages.data(), host_pages.size()); }
+
+  void set_batch(const std::vector<std::vector<int32_t>>& chunk_positions) {
+    const int chunks = static_cast<int>(chunk_positions.size());
+    std::vector<int32_t> ints(static_cast<size_t>(chunks) * sizeof(cuda::ChunkInfo) / 4);
+    std::vector<cuda::ChunkInfo> infos(static_cast<size_t>(chunks));
+    positions.clear();
+    row_chunk.clear();
+    tables.clear();
+    for (int c = 0; c < chunks; ++c) {
+      const auto& pos = chunk_positions[static_cast<size_t>(c)];
+      const int32_t blocks = (*std::max_element(pos.begin(), pos.end())) / 256 + 1;
+      std::vector<int32_t> table;
+      for (int32_t b = 0; b < blocks; ++b) table.push_back(static_cast<int32_t>((b * 7 + c * 3) % pages));
+      tables.push_back(table);
+      cuda::ChunkInfo& info = infos[static_cast<size_t>(c)];
+      info.first_row = static_cast<int32_t>(positions.size());
+      info.rows = static_cast<int32_t>(pos.size());
+      info.start_pos = pos.front();
+      info.window_table = static_cast<int32_t>(ints.size());
+      info.window_blocks = blocks;
+      info.compressed_table[0] = static_cast<int32_t>(ints.size());
+      info.compressed_blocks[0] = blocks;
+      ints.insert(ints.end(), table.begin(), table.end());
+      for (const int32_t p : pos) {
+        positions.push_back(p);
+        row_chunk.push_back(c);
+      }
+    }
+    std::memcpy(ints.data(), infos.data(), infos.size() * sizeof(cuda::ChunkInfo));
+    const size_t positions_at = ints.size();
+    ints.insert(ints.end(), positions.begin(), positions.end());
+    const size_t chunk_at = ints.size();
+    ints.insert(ints.end(), row_chunk.begin(), row_chunk.end());
+    meta = to_device(ints);
+    batch.chunks = reinterpret_cast<const cuda::ChunkInfo*>(meta.data());
+    batch.num_chunks = chunks;
+    batch.tables = meta.data();
+    batch.row_pos = meta.data() + positions_at;
+    batch.row_chunk = meta.data() + chunk_at;
+    batch.rows = static_cast<int64_t>(positions.size());
+  }
+};
+
+// Host decode of a stored fp4 key (codes x 2^(E - 127)).
+std::vector<float> decode_fp4_key(const uint8_t* key, int dim) {
+  static const float values[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+  std::vector<float> out(static_cast<size_t>(dim));
+  for (int i = 0; i < dim; ++i) {
+    const uint32_t code = (i & 1) ? (key[i / 2] >> 4) : (key[i / 2] & 0xfu);
+    const float v = values[code & 7u] * std::ldexp(1.0f, static_cast<int>(key[dim / 2 + i / 32]) - 127);
+    out[static_cast<size_t>(i)] = (code & 8u) ? -v : v;
+  }
+  return out;
+}
+
+// The int8 tensor-core scores equal the fp32 kernel's bit for bit: exact rows and keys, and the
+// ones it hands to the fp32 code (wide block-scale spans, q not fp4-simulated, zero and NaN
+// blocks); one block per row (few rows) and 8 rows per block (mixed chunks, causal positions);
+// up to 262144 visible entries. A sample is also checked against the CPU formula (1e-5: fp32 in
+// another head order).
+TEST(CudaIndexer, TensorCoreScoresBitwiseEqualFp32Kernel) {
+  ModelConfig c = small_config();
+  c.index_n_heads = 64;
+  const int heads = 64, dim = 128;
+  struct Shape {
+    std::vector<std::vector<int32_t>> chunks;
+    int64_t pages;
+  };
+  std::vector<int32_t> prefill, other;
+  for (int32_t p = 5000; p < 5000 + 77; ++p) prefill.push_back(p);
+  for (int32_t p = 3; p < 3 + 11; ++p) other.push_back(p);
+  const std::vector<Shape> shapes = {
+      {{{4099}, {700, 701, 702}}, 40},
+      {{prefill, other, {4095}}, 40},
+      {{{1048575, 1048574}, {999999}}, 4200},
+  };
+  std::mt19937 random(17);
+  for (size_t si = 0; si < shapes.size(); ++si) {
+    const Shape& shape = shapes[si];
+    // LONGCTX_TEST_SMALL=1 (compute-sanitizer runs): without the 262144-entry shape.
+    const char* small_env = std::getenv("LONGCTX_TEST_SMALL");
+    if (shape.pages > 1000 && small_env != nullptr && small_env[0] == '1') continue;
+    IndexerCase ic(c, shape.pages, 40 + si);
+    ic.set_batch(shape.chunks);
+    const int64_t rows = static_cast<int64_t>(ic.positions.size());
+    int64_t max_visible = 0;
+    for (const int32_t p : ic.positions) max_visible = std::max<int64_t>(max_visible, (p + 1) / 4);
+    // Keys off the exact path: a block 2^6 smaller, an all-zero key, a NaN scale, a zero block.
+    for (int chunk = 0; chunk < static_cast<int>(shape.chunks.size()); ++chunk) {
+      const int64_t n = (shape.chunks[static_cast<size_t>(chunk)].back() + 1) / 4;
+      for (int j = 0; j < 12; ++j) {
+        uint8_t* key = ic.key(chunk, static_cast<int64_t>(random() % static_cast<uint32_t>(n)));
+        switch (j % 4) {
+          case 0: key[dim / 2 + 1] = static_cast<uint8_t>(key[dim / 2 + 1] - 6); break;
+          case 1: std::memset(key, 0, dim / 2); break;
+          case 2: key[dim / 2 + 3] = 0xff; break;
+          case 3: std::memset(key + 16, 0x88, 16); break;
+        }
+      }
+    }
+    ic.upload();
+    std::vector<float> q = random_floats(static_cast<size_t>(rows * heads * dim), 1.0f, 70 + static_cast<uint32_t>(si));
+    std::vector<float> w = random_floats(static_cast<size_t>(rows * heads), 0.2f, 90 + static_cast<uint32_t>(si));
+    for (int64_t r = 0; r < rows; ++r) {
+      float* qr = q.data() + r * heads * dim;
+      if (r % 9 == 4) continue;  // not fp4-simulated: the whole row on the fp32 code
+      if (r % 9 == 5) for (int i = 0; i < 32; ++i) qr[5 * dim + 64 + i] *= 1.0f / 256.0f;  // span 2^8
+      if (r % 9 == 6) std::fill(qr + 7 * dim, qr + 7 * dim + 32, 0.0f);  // a zero block: still exact
+      if (r % 9 == 7) w[static_cast<size_t>(r * heads + 3)] = 0.0f;
+      fp4_simulate_blocks(qr, static_cast<size_t>(heads * dim), 32);
+    }
+    const DeviceBuffer<float> dq = to_device(q), dw = to_device(w);
+    const int64_t stride = max_visible + 3;
+    std::vector<float> poison(static_cast<size_t>(rows * stride), std::nanf("7"));
+    DeviceBuffer<float> old_scores = to_device(poison), new_scores = to_device(poison);
+    DeviceBuffer<uint8_t> workspace(cuda::indexer_workspace_bytes(rows));
+    cuda::indexer_scores(ic.view(), ic.batch, 0, rows, dq.data(), dw.data(), heads, dim, old_scores.data(), stride,
+                         max_visible, nullptr);
+    cuda::indexer_scores(ic.view(), ic.batch, 0, rows, dq.data(), dw.data(), heads, dim, new_scores.data(), stride,
+                         max_visible, nullptr, workspace.data());
+    // A slice of rows (row_begin > 0) gives the same bits.
+    DeviceBuffer<float> slice_scores = to_device(poison);
+    const int64_t begin = rows / 2;
+    cuda::indexer_scores(ic.view(), ic.batch, begin, rows - begin, dq.data(), dw.data(), heads, dim,
+                         slice_scores.data(), stride, max_visible, nullptr, workspace.data());
+    const std::vector<float> a = download(old_scores, old_scores.size());
+    const std::vector<float> b = download(new_scores, new_scores.size());
+    const std::vector<float> s = download(slice_scores, slice_scores.size());
+    int64_t compared = 0, mismatched = 0, slice_mismatched = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t visible = (ic.positions[static_cast<size_t>(r)] + 1) / 4;
+      for (int64_t e = 0; e < stride; ++e) {
+        const size_t at = static_cast<size_t>(r * stride + e);
+        uint32_t x, y;
+        std::memcpy(&x, &a[at], 4);
+        std::memcpy(&y, &b[at], 4);
+        ++compared;
+        if (x != y) {
+          if (mismatched < 5)
+            std::printf("row %lld entry %lld (visible %lld): fp32 %a tensor cores %a\n", static_cast<long long>(r),
+                        static_cast<long long>(e), static_cast<long long>(visible), a[at], b[at]);
+          ++mismatched;
+        }
+        if (r >= begin) {
+          uint32_t z;
+          std::memcpy(&z, &s[static_cast<size_t>((r - begin) * stride + e)], 4);
+          slice_mismatched += z != y;
+        }
+        if (e >= visible) {
+          EXPECT_TRUE(std::isnan(b[at]) && x == y) << "written past the visible entries";
+        }
+      }
+    }
+    EXPECT_EQ(mismatched, 0) << "shape " << si;
+    EXPECT_EQ(slice_mismatched, 0) << "shape " << si;
+    // CPU formula on a sample of entries of every row.
+    std::vector<double> got, want;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t visible = (ic.positions[static_cast<size_t>(r)] + 1) / 4;
+      for (int j = 0; j < 40; ++j) {
+        const int64_t e = j == 0 ? visible - 1 : static_cast<int64_t>(random() % static_cast<uint32_t>(visible));
+        const std::vector<float> key = decode_fp4_key(ic.key(ic.row_chunk[static_cast<size_t>(r)], e), dim);
+        float score = 0.0f;
+        for (int h = 0; h < heads; ++h) {
+          const float dot = cpu::dot(q.data() + (r * heads + h) * dim, key.data(), static_cast<size_t>(dim));
+          score += w[static_cast<size_t>(r * heads + h)] * std::max(0.0f, dot);
+        }
+        got.push_back(b[static_cast<size_t>(r * stride + e)]);
+        want.push_back(score);
+      }
+    }
+    double num = 0, den = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      num += (got[i] - want[i]) * (got[i] - want[i]);
+      den += want[i] * want[i];
+    }
+    const double error = std::sqrt(num / den);
+    std::printf("indexer tensor-core scores, shape %zu (%lld rows, %lld entries max): %lld compared, %lld differ "
+                "from fp32; vs CPU relative error %.3g\n",
+                si, static_cast<long long>(rows), static_cast<long long>(max_visible), static_cast<long long>(compared),
+                static_cast<long long>(mismatched), error);
+    EXPECT_LE(error, 1e-5);
+  }
+}
+
+// Top-k sets equal partial_sort's (ties to the lower index, ascending) on long rows, heavy ties
+// (fewer distinct values than k, all equal), sorted rows (a poor sample), many rows of different
+// positions, and k up to 2048.
+TEST(CudaIndexer, TopkLongRowsTiesAndManyRows) {
+  std::mt19937 random(23);
+  struct Row {
+    int32_t position;
+    int kind;  // 0 normal, 1 values in {-3..3}, 2 all equal, 3 ascending, 4 descending, 5 two values
+  };
+  std::vector<Row> spec;
+  for (int kind = 0; kind < 6; ++kind) spec.push_back({1048575, kind});
+  for (int kind = 0; kind < 6; ++kind) spec.push_back({4 * 8192 + 3, kind});  // n = 8192 + 1
+  for (int kind = 0; kind < 6; ++kind) spec.push_back({4 * 8192 - 1, kind});  // n = 8192
+  for (int i = 0; i < 300; ++i) spec.push_back({static_cast<int32_t>(random() % 200000), static_cast<int>(random() % 6)});
+  const int64_t rows = static_cast<int64_t>(spec.size());
+  const int64_t stride = 262144 + 5;
+  std::vector<float> scores(static_cast<size_t>(rows * stride));
+  std::vector<int32_t> positions;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> small(-3, 3);
+  for (int64_t r = 0; r < rows; ++r) {
+    positions.push_back(spec[static_cast<size_t>(r)].position);
+    float* row = scores.data() + r * stride;
+    for (int64_t e = 0; e < stride; ++e) {
+      switch (spec[static_cast<size_t>(r)].kind) {
+        case 0: row[e] = normal(random); break;
+        case 1: row[e] = static_cast<float>(small(random)); break;
+        case 2: row[e] = 0.5f; break;
+        case 3: row[e] = static_cast<float>(e) * 1e-3f; break;
+        case 4: row[e] = -static_cast<float>(e); break;
+        case 5: row[e] = (e % 1000 == 3) ? 1.0f : ((e % 7 == 0) ? -0.0f : 0.0f); break;
+      }
+    }
+  }
+  const DeviceBuffer<float> dscores = to_device(scores);
+  const DeviceBuffer<int32_t> dpos = to_device(positions);
+  for (const int topk : {512, 2048}) {
+    DeviceBuffer<int32_t> selected(static_cast<size_t>(rows * topk)), counts(static_cast<size_t>(rows));
+    cuda::topk_rows(dscores.data(), stride, dpos.data(), 0, rows, 4, topk, selected.data(), counts.data(), nullptr);
+    const std::vector<int32_t> got = download(selected, selected.size());
+    const std::vector<int32_t> got_counts = download(counts, counts.size());
+    int64_t wrong = 0;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t visible = (positions[static_cast<size_t>(r)] + 1) / 4;
+      const float* row = scores.data() + r * stride;
+      std::vector<int32_t> order(static_cast<size_t>(visible));
+      std::iota(order.begin(), order.end(), 0);
+      const int64_t k = std::min<int64_t>(topk, visible);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t x, int32_t y) {
+        return row[x] != row[y] ? row[x] > row[y] : x < y;
+      });
+      order.resize(static_cast<size_t>(k));
+      std::sort(order.begin(), order.end());
+      ASSERT_EQ(got_counts[static_cast<size_t>(r)], k);
+      const std::vector<int32_t> gpu(got.begin() + r * topk, got.begin() + r * topk + k);
+      if (gpu != order) {
+        ++wrong;
+        ADD_FAILURE() << "topk " << topk << " row " << r << " kind " << spec[static_cast<size_t>(r)].kind << " visible "
+                      << visible;
+      }
+    }
+    std::printf("top-%d: %lld rows (up to 262144 entries), %lld wrong\n", topk, static_cast<long long>(rows),
+                static_cast<long long>(wrong));
   }
 }
 
