@@ -236,6 +236,60 @@ __device__ void split_sinkhorn(const float* mixes, const float* scale, const flo
   }
 }
 
+// split_sinkhorn by one warp, for the one-row-per-block kernel (decode): lane j n + k owns
+// comb[j][k] and repeats its row's (or column's) sums in split_sinkhorn's order, so every value
+// is bitwise the one the single thread computes; lanes j < n also make pre[j] and post[j].
+// pre goes to shared memory, post and comb to their global rows. Called by all 32 lanes.
+__device__ void warp_split_sinkhorn(const float* sums, float inverse_rms, const float* scale,
+                                    const float* base, int n, int iterations, float eps, float* pre,
+                                    float* post_out, float* comb_out) {
+  __shared__ float c[kMaxHc * kMaxHc];
+  const int lane = threadIdx.x & 31;
+  const int nn = n * n;
+  const int j = lane / n;
+  const int k = lane % n;
+  if (lane < n) {
+    pre[lane] = sigmoid(mul_add(sums[lane] * inverse_rms, scale[0], base[lane])) + eps;
+    post_out[lane] = 2.0f * sigmoid(mul_add(sums[n + lane] * inverse_rms, scale[1], base[n + lane]));
+  }
+  if (lane < nn) c[lane] = mul_add(sums[2 * n + lane] * inverse_rms, scale[2], base[2 * n + lane]);
+  __syncwarp();
+  for (int iteration = 0; iteration < iterations; ++iteration) {
+    float value = 0.0f;
+    if (lane < nn) {
+      const float* row = c + j * n;
+      if (iteration == 0) {
+        float row_max = row[0];
+        for (int q = 1; q < n; ++q) row_max = fmaxf(row_max, row[q]);
+        float total = 0.0f;
+        float mine = 0.0f;
+        for (int q = 0; q < n; ++q) {
+          const float e = expf(row[q] - row_max);
+          total += e;
+          if (q == k) mine = e;
+        }
+        value = mine / total + eps;
+      } else {
+        float total = 0.0f;
+        for (int q = 0; q < n; ++q) total += row[q];
+        value = row[k] / (total + eps);
+      }
+    }
+    __syncwarp();
+    if (lane < nn) c[lane] = value;
+    __syncwarp();
+    if (lane < nn) {
+      float total = 0.0f;
+      for (int q = 0; q < n; ++q) total += c[q * n + k];
+      value = c[lane] / (total + eps);
+    }
+    __syncwarp();
+    if (lane < nn) c[lane] = value;
+    __syncwarp();
+  }
+  if (lane < nn) comb_out[lane] = c[lane];
+}
+
 // y = RMSNorm(sum_j weights[j] stream_j) * norm_weight, the pre-norm sum staged in shared memory.
 __device__ void weighted_sum_norm(const float* flat, const float* weights, int hc, int64_t hidden,
                                   float norm_eps, const float* norm_weight, float* staged, float* y) {
@@ -265,18 +319,12 @@ __global__ void __launch_bounds__(kThreads) hc_pre_kernel(HyperConnectionView w,
   __shared__ float pre[kMaxHc];
   const int64_t r = blockIdx.x;
   const int64_t n = hc * hidden;
-  const int mix = (2 + hc) * hc;
   const float* flat = streams + r * n;
   add_slices(partial, r, slices, sums);
-  if (threadIdx.x == 0) {
+  if (threadIdx.x < 32) {
     const float inverse_rms = 1.0f / sqrtf(sums[kMaxMix] / static_cast<float>(n) + norm_eps);
-    float mixes[kMaxMix];
-    for (int m = 0; m < mix; ++m) mixes[m] = sums[m] * inverse_rms;
-    float local_post[kMaxHc];
-    float local_comb[kMaxHc * kMaxHc];
-    split_sinkhorn(mixes, w.scale, w.base, hc, iterations, hc_eps, pre, local_post, local_comb);
-    for (int j = 0; j < hc; ++j) post[r * hc + j] = local_post[j];
-    for (int j = 0; j < hc * hc; ++j) comb[r * hc * hc + j] = local_comb[j];
+    warp_split_sinkhorn(sums, inverse_rms, w.scale, w.base, hc, iterations, hc_eps, pre, post + r * hc,
+                        comb + r * hc * hc);
   }
   __syncthreads();
   weighted_sum_norm(flat, pre, hc, hidden, norm_eps, norm_weight, staged, y + r * hidden);
