@@ -281,6 +281,7 @@ struct CudaBackend::Impl {
   std::set<GraphKey> seen_once;
   uint64_t graphs_epoch = 0;
   bool use_graphs = true;
+  bool wo_a_tensor_cores = true;  // LONGCTX_CUDA_WO_A_TC=0: wo_a on the fp32 kernels (A/B runs)
 
   // Activations and scratch, grown on demand.
   DeviceBuffer<float> streams, x, xq, out, post, comb;
@@ -361,6 +362,8 @@ struct CudaBackend::Impl {
     attention_workspace.resize(size_t{64} << 20);
     const char* graphs_env = std::getenv("LONGCTX_CUDA_GRAPHS");
     use_graphs = graphs_env == nullptr || std::string(graphs_env) != "0";
+    const char* wo_a_env = std::getenv("LONGCTX_CUDA_WO_A_TC");
+    wo_a_tensor_cores = wo_a_env == nullptr || std::string(wo_a_env) != "0";
   }
 
   // Tensor cores allowed at all (not batch-invariant).
@@ -656,7 +659,7 @@ struct CudaBackend::Impl {
   // tensor-core GEMM (gemm_bf16_tc.h), never the fp8 one.
   LinearWorkspace workspace_for(const DeviceLinear& w, bool grouped_wo_a = false) const {
     LinearWorkspace ws = workspace;
-    if (!w.quantize_activations && !grouped_wo_a) ws.tensor_core_min_rows = 0;
+    if (!w.quantize_activations && !(grouped_wo_a && wo_a_tensor_cores)) ws.tensor_core_min_rows = 0;
     return ws;
   }
 

@@ -5,11 +5,12 @@
 //
 // Two checks per case:
 //  - against the reference on the fp32 activations: the error of rounding the activations to
-//    bf16. Tolerance kTolerance (max |y - ref| / max |ref|); measured on an H100: see kTolerance.
+//    bf16. Tolerance kTolerance = 5e-3 (max |y - ref| / max |ref|); measured on an H100
+//    (2026-11-23): 1.05e-3 (one row) to 2.03e-3 over the six shapes below.
 //  - against the reference on the activations rounded to bf16 on the host (round to nearest
 //    even): the weights are exact in bf16 and the products accumulate in fp32, so only the
-//    summation order differs (kExactInputsTolerance). Truncating instead of rounding, or an
-//    inexact weight, would show here at ~1e-3.
+//    summation order differs. Tolerance kExactInputsTolerance = 2e-5; measured 2.4e-7 to 2.0e-6.
+//    Truncating instead of rounding, or an inexact weight, would show here at ~1e-3.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -35,8 +36,8 @@ using cuda_test::random_floats;
 using cuda_test::random_linear;
 using cuda_test::relative_error;
 
-constexpr double kTolerance = 8e-3;
-constexpr double kExactInputsTolerance = 1e-4;
+constexpr double kTolerance = 5e-3;
+constexpr double kExactInputsTolerance = 2e-5;
 
 struct WoA {
   HostLinear host;
