@@ -17,6 +17,7 @@
 
 #include "bench_util.h"
 #include "cuda/cuda_check.h"
+#include "cuda/gemm_bf16_tc.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
 #include "cuda/kv_view.h"
@@ -687,20 +688,32 @@ class KernelBench {
                              4.0 * static_cast<double>(rows * (x_width + s.out));
         const double flops = 2.0 * static_cast<double>(rows) * static_cast<double>(s.out * s.in);
         // fp8 weights: the fp32 kernels (batch-invariant mode) and the tensor-core path (fast
-        // mode, tensor_core_min_rows = 1 here), each timed.
+        // mode, tensor_core_min_rows = 1 here), each timed: the fp8 GEMM, or for the grouped wo_a
+        // the bf16 GEMM (gemm_bf16_tc.h, activations kept in bf16 as the reference does).
         // The tensor-core path is also timed without its activation quantization (the GEMM
         // alone, on activations quantized before the timed calls): what a caller that quantizes
-        // once for several linears would pay per linear.
+        // once for several linears would pay per linear. For wo_a: without its conversions of the
+        // weight and activations to bf16 (one pass of rows only).
         const bool both = s.format == kWeightFP8;
+        const bool grouped = s.x_group_outputs > 0;
         for (const int path : {0, 1, 2}) {
           if (path > 0 && !both) continue;
-          const LinearWorkspace& ws = path > 0 ? tc_workspace(rows, x_width) : workspace_;
+          if (path == 2 && grouped && rows > kBf16TcPassRows) continue;
+          const LinearWorkspace& ws = path > 0 ? tc_workspace(rows, x_width, s.out, s.in) : workspace_;
           if (path == 2) {
-            fp8_tc_linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, ws, nullptr,
-                          kFp8TcQuantize);
+            if (grouped) {
+              bf16_tc_linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, ws, nullptr,
+                             kBf16TcConvert);
+            } else {
+              fp8_tc_linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, ws, nullptr,
+                            kFp8TcQuantize);
+            }
           }
           const double ms = timer_.median_ms([&] {
-            if (path == 2) {
+            if (path == 2 && grouped) {
+              bf16_tc_linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, ws, nullptr,
+                             kBf16TcMultiply);
+            } else if (path == 2) {
               fp8_tc_linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, ws, nullptr,
                             kFp8TcMultiply);
             } else {
@@ -708,23 +721,28 @@ class KernelBench {
             }
           });
           const char* tags[] = {" fp32", " tensor cores", " tensor cores, GEMM only"};
+          const char* grouped_tags[] = {" fp32", " bf16 tensor cores", " bf16 tensor cores, GEMM only"};
           char what[160];
           std::snprintf(what, sizeof(what), "%s %s [%lld x %lld] M=%lld%s", model_tag(model).c_str(),
                         s.name.c_str(), static_cast<long long>(s.out), static_cast<long long>(s.in),
-                        static_cast<long long>(rows), both ? tags[path] : "");
-          // The GEMM alone reads e4m3 activations, not fp32 ones.
-          const double path_bytes =
-              path == 2 ? bytes - 3.0 * static_cast<double>(rows * x_width) : bytes;
+                        static_cast<long long>(rows), both ? (grouped ? grouped_tags : tags)[path] : "");
+          // The GEMM alone reads e4m3 activations, not fp32 ones (wo_a: bf16 activations and a
+          // bf16 weight).
+          double path_bytes = bytes;
+          if (path == 2) {
+            path_bytes = grouped ? bytes - 2.0 * static_cast<double>(rows * x_width) + static_cast<double>(s.out * s.in)
+                                 : bytes - 3.0 * static_cast<double>(rows * x_width);
+          }
           table_.add("gemm", what, ms, path_bytes, flops,
-                     s.format == kWeightFP8 ? Peak::kFP8 : Peak::kBF16);
+                     s.format == kWeightFP8 && !(grouped && path > 0) ? Peak::kFP8 : Peak::kBF16);
         }
       }
     }
   }
 
-  // The fast mode's workspace with scratch for `rows` rows of `x_width` floats (grown here, between
-  // timed calls).
-  const LinearWorkspace& tc_workspace(int64_t rows, int64_t x_width) {
+  // The fast mode's workspace with scratch for `rows` rows of `x_width` floats, for the fp8 path
+  // and for the bf16 path of a weight [out, in] (grown here, between timed calls).
+  const LinearWorkspace& tc_workspace(int64_t rows, int64_t x_width, int64_t out, int64_t in) {
     if (blas_ == nullptr) {
       blas_ = std::make_unique<BlasLtHandle>();
       blas_workspace_.resize(kFp8TcBlasWorkspaceBytes);
@@ -734,6 +752,11 @@ class KernelBench {
       LONGCTX_CUDA_CHECK(cudaDeviceSynchronize());
       fp8_scratch_.resize(need);
     }
+    const size_t bf16_need = bf16_tc_scratch_bytes(out, in, rows, x_width);
+    if (bf16_scratch_.size() < bf16_need) {
+      LONGCTX_CUDA_CHECK(cudaDeviceSynchronize());
+      bf16_scratch_.resize(bf16_need);
+    }
     tc_workspace_ = workspace_;
     tc_workspace_.tensor_core_min_rows = 1;
     tc_workspace_.blas_handle = blas_->get();
@@ -741,6 +764,8 @@ class KernelBench {
     tc_workspace_.blas_workspace_bytes = blas_workspace_.size();
     tc_workspace_.fp8_scratch = fp8_scratch_.data();
     tc_workspace_.fp8_scratch_bytes = fp8_scratch_.size();
+    tc_workspace_.bf16_scratch = bf16_scratch_.data();
+    tc_workspace_.bf16_scratch_bytes = bf16_scratch_.size();
     return tc_workspace_;
   }
 
@@ -957,7 +982,7 @@ class KernelBench {
   LinearWorkspace workspace_;
   DeviceBuffer<uint8_t> tc_scratch_;
   std::unique_ptr<BlasLtHandle> blas_;  // the fp8 tensor-core path's, made at its first case
-  DeviceBuffer<uint8_t> blas_workspace_, fp8_scratch_;
+  DeviceBuffer<uint8_t> blas_workspace_, fp8_scratch_, bf16_scratch_;
   LinearWorkspace tc_workspace_;
 };
 

@@ -11,6 +11,7 @@
 
 #include "backend/chunk_validation.h"
 #include "cuda/cuda_check.h"
+#include "cuda/gemm_bf16_tc.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
 #include "cuda/kv_view.h"
@@ -280,6 +281,7 @@ struct CudaBackend::Impl {
   std::set<GraphKey> seen_once;
   uint64_t graphs_epoch = 0;
   bool use_graphs = true;
+  bool wo_a_tensor_cores = true;  // LONGCTX_CUDA_WO_A_TC=0: wo_a on the fp32 kernels (A/B runs)
 
   // Activations and scratch, grown on demand.
   DeviceBuffer<float> streams, x, xq, out, post, comb;
@@ -304,10 +306,11 @@ struct CudaBackend::Impl {
   LinearWorkspace workspace;
   StageTimer timer;
   CudaOptions options;  // tensor_core_min_rows == 0: tensor cores off (batch-invariant)
-  // The fp8 tensor-core GEMM's cuBLASLt handle, its workspace and the quantized activations
-  // (allocated only when tensor cores are on).
+  // The fp8 tensor-core GEMM's cuBLASLt handle, its workspace and the quantized activations, and
+  // the bf16 weight and activations of wo_a's bf16 tensor-core GEMM (allocated only when tensor
+  // cores are on).
   std::unique_ptr<BlasLtHandle> blas;
-  DeviceBuffer<uint8_t> blas_workspace, fp8_scratch;
+  DeviceBuffer<uint8_t> blas_workspace, fp8_scratch, bf16_scratch;
   DeviceBuffer<float> hc_workspace;
   DeviceBuffer<float> attention_workspace;
   WeightSource source;
@@ -359,6 +362,8 @@ struct CudaBackend::Impl {
     attention_workspace.resize(size_t{64} << 20);
     const char* graphs_env = std::getenv("LONGCTX_CUDA_GRAPHS");
     use_graphs = graphs_env == nullptr || std::string(graphs_env) != "0";
+    const char* wo_a_env = std::getenv("LONGCTX_CUDA_WO_A_TC");
+    wo_a_tensor_cores = wo_a_env == nullptr || std::string(wo_a_env) != "0";
   }
 
   // Tensor cores allowed at all (not batch-invariant).
@@ -611,6 +616,15 @@ struct CudaBackend::Impl {
       workspace.fp8_scratch = fp8_scratch.data();
       workspace.fp8_scratch_bytes = fp8_scratch.size();
     }
+    if (tensor_cores(rows)) {
+      // wo_a's bf16 path: its bf16 weight (67 MB on V4-Flash) and up to kBf16TcPassRows bf16
+      // activation rows (256 MB), the same shape in every layer and MTP block.
+      const int64_t heads_d = static_cast<int64_t>(c.num_attention_heads) * c.head_dim;
+      const int64_t low_rank_width = static_cast<int64_t>(c.o_groups) * c.o_lora_rank;
+      grow(bf16_scratch, bf16_tc_scratch_bytes(low_rank_width, heads_d / c.o_groups, rows, heads_d));
+      workspace.bf16_scratch = bf16_scratch.data();
+      workspace.bf16_scratch_bytes = bf16_scratch.size();
+    }
     if (layout.compressed_ratios.size() > 0 && layout.compressed_ratios.front() == 4) {
       const int64_t max_visible = position_cap / 4;
       grow(scores, static_cast<size_t>(score_slice(max_visible) * max_visible));
@@ -640,11 +654,12 @@ struct CudaBackend::Impl {
     linear(w.view, input, w.view.in, count, y, w.view.out, 0, workspace_for(w), stream);
   }
 
-  // The fp8 tensor-core GEMM takes e4m3 activations: only where the reference quantizes them
-  // (wo_a keeps its activations: its fp8 path would add fp8 rounding the reference does not do).
-  LinearWorkspace workspace_for(const DeviceLinear& w) const {
+  // The fp8 tensor-core GEMM takes e4m3 activations: only for weights whose activations the
+  // reference quantizes. The grouped wo_a keeps its activations in bf16: linear() gives it the bf16
+  // tensor-core GEMM (gemm_bf16_tc.h), never the fp8 one.
+  LinearWorkspace workspace_for(const DeviceLinear& w, bool grouped_wo_a = false) const {
     LinearWorkspace ws = workspace;
-    if (!w.quantize_activations) ws.tensor_core_min_rows = 0;
+    if (!w.quantize_activations && !(grouped_wo_a && wo_a_tensor_cores)) ws.tensor_core_min_rows = 0;
     return ws;
   }
 
@@ -733,7 +748,7 @@ struct CudaBackend::Impl {
     write_window(view, batch, kv.data(), stream);
     timer.mark("attention output", stream);
     linear(b.wo_a.view, attended.data(), heads * d, rows, low_rank.data(), b.wo_a.view.out,
-           b.wo_a.view.out / c.o_groups, workspace_for(b.wo_a), stream);
+           b.wo_a.view.out / c.o_groups, workspace_for(b.wo_a, /*grouped_wo_a=*/true), stream);
     project(b.wo_b, low_rank.data(), rows, result);
   }
 

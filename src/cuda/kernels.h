@@ -64,13 +64,20 @@ struct LinearWorkspace {
   size_t blas_workspace_bytes = 0;
   void* fp8_scratch = nullptr;
   size_t fp8_scratch_bytes = 0;
+  // Scratch of the bf16 tensor-core path of the grouped wo_a (gemm_bf16_tc.h; it shares the
+  // cuBLASLt handle and workspace above): the bf16 weight and activations
+  // (bf16_tc_scratch_bytes). Too little keeps those calls on the fp32 kernels.
+  void* bf16_scratch = nullptr;
+  size_t bf16_scratch_bytes = 0;
 };
 
 // y[r, o] = sum_k x[r, c(o) + k] W[o, k] for r < rows; c(o) = (o / x_group_outputs) * in when
 // x_group_outputs > 0 (the grouped wo_a), else 0. Each output sums its K in chunks of 256, each
 // chunk sequentially, chunk partials added in order: the same bits for any batch size. Except:
-// fp8 weights with rows >= workspace.tensor_core_min_rows (> 0) run on the tensor cores
-// (gemm_fp8_tc.h), fp8 activations with fp32 promotion per 128-deep block, not batch-invariant.
+// fp8 weights with rows >= workspace.tensor_core_min_rows (> 0) run on the tensor cores, not
+// batch-invariant: the grouped wo_a (x_group_outputs > 0) on bf16 ones with the activations
+// rounded to bf16 (gemm_bf16_tc.h), the others on fp8 ones with fp8 activations and fp32
+// promotion per 128-deep block (gemm_fp8_tc.h).
 void linear(const LinearView& w, const float* x, int64_t x_stride, int64_t rows, float* y,
             int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
             cudaStream_t stream);

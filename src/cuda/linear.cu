@@ -30,6 +30,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/device_common.cuh"
+#include "cuda/gemm_bf16_tc.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "longctx/error.h"
 
@@ -979,14 +980,21 @@ void linear(const LinearView& w, const float* x, int64_t x_stride, int64_t rows,
             int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
             cudaStream_t stream) {
   if (rows <= 0) return;
-  // fp8 weights at prefill sizes: cuBLASLt's block-scaled fp8 GEMM (gemm_fp8_tc.cu) for all rows
-  // but rows % 4, which the fp32 kernels below take.
+  // fp8 weights at prefill sizes. The grouped wo_a, whose activations the reference keeps in
+  // bf16: cuBLASLt's bf16 GEMM on the bf16 weight (gemm_bf16_tc.cu), all rows, or else the fp32
+  // kernels (never the fp8 path, which would round the activations to e4m3). The others:
+  // cuBLASLt's block-scaled fp8 GEMM (gemm_fp8_tc.cu) for all rows but rows % 4, which the fp32
+  // kernels below take.
   if (w.format == kWeightFP8 && workspace.tensor_core_min_rows > 0 && rows >= workspace.tensor_core_min_rows) {
-    const int64_t done = fp8_tc_linear(w, x, x_stride, rows, y, y_stride, x_group_outputs, workspace, stream);
-    if (done == rows) return;
-    x += done * x_stride;
-    y += done * y_stride;
-    rows -= done;
+    if (x_group_outputs > 0) {
+      if (bf16_tc_linear(w, x, x_stride, rows, y, y_stride, x_group_outputs, workspace, stream) == rows) return;
+    } else {
+      const int64_t done = fp8_tc_linear(w, x, x_stride, rows, y, y_stride, x_group_outputs, workspace, stream);
+      if (done == rows) return;
+      x += done * x_stride;
+      y += done * y_stride;
+      rows -= done;
+    }
   }
   LinearArgs a = base_args(w, x, x_stride, y, y_stride);
   a.rows = rows;
