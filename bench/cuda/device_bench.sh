@@ -4,7 +4,8 @@
 # `longctx bench e2e`. Binaries come from $BIN (built on the CPU machine and carried, with the
 # shared libraries under $BIN/lib); logs go to $OUT. Prints a summary at the end.
 #   bench/cuda/device_bench.sh [steps...]
-#   steps: tests kernels e2e_1m e2e_decode e2e_prefill e2e_deep e2e_more (default: the first five)
+#   steps: tests kernels e2e_1m e2e_decode e2e_prefill e2e_deep e2e_more e2e_1m_prefill
+#   (default: the first five)
 set -uo pipefail
 BIN=${BIN:-.cuda-carry}
 OUT=${OUT:-/tmp/longctx-bench}
@@ -45,6 +46,8 @@ for s in "${steps[@]}"; do
       step e2e 60 $E2E --context 131072 --random-kv --decode-steps 12
       step e2e 60 $E2E --context 131072 --random-kv --decode-steps 12 --batch 8 ;;
     e2e_1m) step e2e 90 $E2E --context 1048576 --random-kv --decode-steps 12 ;;
+    e2e_1m_prefill)  # the whole 1,048,576-token request: prefill then decode (~395 s on an H200)
+      step e2e 585 $E2E --context 1048576 --chunk 8192 --decode-steps 8 --stage-times ;;
     e2e_deep)  # prefill chunks deep in a context (random KV before them), then decode: the 1M request's tail
       step e2e 150 $E2E --context 1048576 --random-kv --prefill-tokens 2048 --chunk 2048 --decode-steps 8
       step e2e 120 $E2E --context 524288 --random-kv --prefill-tokens 2048 --chunk 2048 --decode-steps 4 ;;
