@@ -20,6 +20,7 @@
 // on the row's own key count, so decode, prefill and any batch give the same bits.
 #include <algorithm>
 
+#include "cuda/attention_keys.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
@@ -47,24 +48,6 @@ constexpr int kQuadsPerLane = kMaxHeadDim / 4 / 32;
 constexpr int kCombineThreads = 128;
 static_assert(kHeadsPerBlock * kKeysPerTile == kThreads && kHeadsPerBlock == 2 * (kThreads / 32));
 
-struct RowKeys {
-  int32_t pos;
-  int32_t first;      // first window position
-  int n_window;
-  int64_t n_keys;
-};
-
-__device__ __forceinline__ RowKeys row_keys(const KvLayerView& kv, const BatchView& batch, int64_t r,
-                                            const int32_t* selected, const int32_t* selected_counts, int window) {
-  RowKeys k;
-  k.pos = batch.row_pos[r];
-  k.first = max(0, k.pos - window + 1);
-  k.n_window = k.pos - k.first + 1;
-  int64_t n_compressed = 0;
-  if (kv.ratio > 0) n_compressed = selected != nullptr ? selected_counts[r] : (k.pos + 1) / kv.ratio;
-  k.n_keys = k.n_window + n_compressed;
-  return k;
-}
 
 // partial [slice rows][heads][splits][2 + d]: running max, running sum, unnormalized output.
 // Block = (row, 16 heads, split of 32 or 64 keys), keys in tiles of 16 decoded to fp32 in shared

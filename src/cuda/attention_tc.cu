@@ -24,6 +24,7 @@
 // log2 units, sum, unnormalized output) and a combine launch in split order.
 #include <algorithm>
 
+#include "cuda/attention_keys.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
@@ -92,24 +93,6 @@ __device__ __forceinline__ uint4 fp8x8_to_bf16(uint2 codes, float scale) {
   return make_uint4(out[0], out[1], out[2], out[3]);
 }
 
-struct RowKeys {
-  int32_t pos;
-  int32_t first;  // first window position
-  int n_window;
-  int64_t n_keys;
-};
-
-__device__ __forceinline__ RowKeys row_keys(const KvLayerView& kv, const BatchView& batch, int64_t r,
-                                            const int32_t* selected, const int32_t* selected_counts, int window) {
-  RowKeys k;
-  k.pos = batch.row_pos[r];
-  k.first = max(0, k.pos - window + 1);
-  k.n_window = k.pos - k.first + 1;
-  int64_t n_compressed = 0;
-  if (kv.ratio > 0) n_compressed = selected != nullptr ? selected_counts[r] : (k.pos + 1) / kv.ratio;
-  k.n_keys = k.n_window + n_compressed;
-  return k;
-}
 
 struct Shared {
   uint16_t* q;      // [kHeads][kRow]

@@ -26,6 +26,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "cuda/blas_lt_plan.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
@@ -80,28 +81,7 @@ __global__ void __launch_bounds__(kThreads)
   *reinterpret_cast<uint4*>(xb + (static_cast<int64_t>(g) * rows + r) * in + k) = packed;
 }
 
-void check_blas(cublasStatus_t status, const char* what) {
-  if (status != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt error in ", what, ": status ", static_cast<int>(status));
-}
-
-// The descriptors and the chosen algorithm of one problem shape.
-struct Plan {
-  cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-  bool ok = false;
-  int64_t batch = 1;  // groups per cublasLtMatmul: all of them, or 1 if no batched algorithm
-
-  Plan() = default;
-  Plan(const Plan&) = delete;
-  Plan& operator=(const Plan&) = delete;
-  ~Plan() {
-    if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
-    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
-    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
-    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
-  }
-};
+using Plan = BlasLtPlan;
 
 // m (per group) x n (rows) x k, groups, ldd, workspace bytes, handle.
 using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, size_t, void*>;

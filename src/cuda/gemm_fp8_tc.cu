@@ -29,6 +29,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "cuda/blas_lt_plan.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
@@ -74,27 +75,7 @@ __global__ void __launch_bounds__(kQuantThreads)
   if (lane == 0) scales[b * rows + r] = scale;
 }
 
-void check_blas(cublasStatus_t status, const char* what) {
-  if (status != CUBLAS_STATUS_SUCCESS) fail("cuBLASLt error in ", what, ": status ", static_cast<int>(status));
-}
-
-// The descriptors and the chosen algorithm of one problem shape.
-struct Plan {
-  cublasLtMatmulDesc_t desc = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
-  cublasLtMatmulAlgo_t algo{};
-  bool ok = false;
-
-  Plan() = default;
-  Plan(const Plan&) = delete;
-  Plan& operator=(const Plan&) = delete;
-  ~Plan() {
-    if (d != nullptr) cublasLtMatrixLayoutDestroy(d);
-    if (b != nullptr) cublasLtMatrixLayoutDestroy(b);
-    if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
-    if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
-  }
-};
+using Plan = BlasLtPlan;
 
 // m x n x k, lda, ldb, ldd, workspace bytes, handle.
 using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, size_t, void*>;
