@@ -80,6 +80,22 @@ struct DeviceMatrix {
   }
 };
 
+// Block tables of sequence i (chunk i of the batch), appended to `tables` (whose offsets start
+// after chunk_ints of ChunkInfo): its window blocks alternate between pages 2i and 2i + 1, and in
+// each of the two compressed pools it owns pages [i blocks, (i + 1) blocks).
+void append_tables(ChunkInfo& info, int64_t i, int64_t blocks, size_t chunk_ints, std::vector<int32_t>& tables) {
+  info.window_table = static_cast<int32_t>(chunk_ints + tables.size());
+  info.window_blocks = static_cast<int32_t>(blocks);
+  for (int64_t b = 0; b < blocks; ++b)
+    tables.push_back(static_cast<int32_t>(2 * i + b % 2));
+  for (int pool = 0; pool < 2; ++pool) {
+    info.compressed_table[pool] = static_cast<int32_t>(chunk_ints + tables.size());
+    info.compressed_blocks[pool] = static_cast<int32_t>(blocks);
+    for (int64_t b = 0; b < blocks; ++b)
+      tables.push_back(static_cast<int32_t>(i * blocks + b));
+  }
+}
+
 std::string model_tag(const std::string& model) {
   return model == "pro" ? "Pro" : "Flash";
 }
@@ -180,16 +196,7 @@ class KernelBench {
       info.first_row = static_cast<int32_t>(i);
       info.rows = 1;
       info.start_pos = pos;
-      info.window_table = static_cast<int32_t>(chunk_ints + tables.size());
-      info.window_blocks = static_cast<int32_t>(blocks);
-      for (int64_t b = 0; b < blocks; ++b)
-        tables.push_back(static_cast<int32_t>(2 * i + b % 2));
-      for (int pool = 0; pool < 2; ++pool) {
-        info.compressed_table[pool] = static_cast<int32_t>(chunk_ints + tables.size());
-        info.compressed_blocks[pool] = static_cast<int32_t>(blocks);
-        for (int64_t b = 0; b < blocks; ++b)
-          tables.push_back(static_cast<int32_t>(i * blocks + b));
-      }
+      append_tables(info, i, blocks, chunk_ints, tables);
     }
     std::vector<int32_t> meta(chunk_ints);
     std::memcpy(meta.data(), infos.data(), infos.size() * sizeof(ChunkInfo));
@@ -597,16 +604,7 @@ class KernelBench {
           info.first_row = static_cast<int32_t>(i * rows_per_chunk);
           info.rows = static_cast<int32_t>(rows_per_chunk);
           info.start_pos = start;
-          info.window_table = static_cast<int32_t>(chunk_ints + tables.size());
-          info.window_blocks = static_cast<int32_t>(blocks);
-          for (int64_t b = 0; b < blocks; ++b)
-            tables.push_back(static_cast<int32_t>(2 * i + b % 2));
-          for (int pool = 0; pool < 2; ++pool) {
-            info.compressed_table[pool] = static_cast<int32_t>(chunk_ints + tables.size());
-            info.compressed_blocks[pool] = static_cast<int32_t>(blocks);
-            for (int64_t b = 0; b < blocks; ++b)
-              tables.push_back(static_cast<int32_t>(i * blocks + b));
-          }
+          append_tables(info, i, blocks, chunk_ints, tables);
         }
         std::vector<int32_t> meta(chunk_ints);
         std::memcpy(meta.data(), infos.data(), infos.size() * sizeof(ChunkInfo));

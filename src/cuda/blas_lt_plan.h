@@ -5,6 +5,9 @@
 #include <cublasLt.h>
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
 
 #include "longctx/error.h"
 
@@ -30,6 +33,14 @@ struct BlasLtPlan {
     if (a != nullptr) cublasLtMatrixLayoutDestroy(a);
     if (desc != nullptr) cublasLtMatmulDescDestroy(desc);
   }
+};
+
+// Plans by problem shape, chosen once on the host (the heuristic is slow) and kept for the
+// process. Callers hold mutex() while they find or add a plan and use it.
+template <typename Key>
+struct BlasLtPlanCache {
+  std::mutex mutex;
+  std::map<Key, std::unique_ptr<BlasLtPlan>> plans;
 };
 
 }  // namespace longctx::cuda

@@ -86,13 +86,8 @@ using Plan = BlasLtPlan;
 // m (per group) x n (rows) x k, groups, ldd, workspace bytes, handle.
 using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, size_t, void*>;
 
-std::mutex& plan_mutex() {
-  static std::mutex mutex;
-  return mutex;
-}
-
-std::map<PlanKey, std::unique_ptr<Plan>>& plans() {
-  static std::map<PlanKey, std::unique_ptr<Plan>> cache;
+BlasLtPlanCache<PlanKey>& plan_cache() {
+  static BlasLtPlanCache<PlanKey> cache;
   return cache;
 }
 
@@ -144,13 +139,13 @@ void build_plan(Plan& plan, cublasLtHandle_t handle, int64_t m, int64_t n, int64
   if (plan.ok) plan.algo = result.algo;
 }
 
-// The plan of `groups` groups of D_g = A_g^T B_g (caller holds plan_mutex): one batched GEMM, or,
+// The plan of `groups` groups of D_g = A_g^T B_g (caller holds the cache mutex): one batched GEMM, or,
 // if cuBLASLt has no batched algorithm (the groups' D interleave in y), one GEMM per group.
 const Plan& plan_for(cublasLtHandle_t handle, int64_t m, int64_t n, int64_t k, int64_t groups, int64_t ldd,
                      size_t workspace_bytes) {
   const PlanKey key{m, n, k, groups, ldd, workspace_bytes, handle};
-  auto found = plans().find(key);
-  if (found != plans().end()) return *found->second;
+  auto found = plan_cache().plans.find(key);
+  if (found != plan_cache().plans.end()) return *found->second;
   auto plan = std::make_unique<Plan>();
   build_plan(*plan, handle, m, n, k, groups, ldd, workspace_bytes);
   if (!plan->ok && groups > 1) {
@@ -166,7 +161,7 @@ const Plan& plan_for(cublasLtHandle_t handle, int64_t m, int64_t n, int64_t k, i
                  "instead\n",
                  static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k));
   }
-  return *plans().emplace(key, std::move(plan)).first->second;
+  return *plan_cache().plans.emplace(key, std::move(plan)).first->second;
 }
 
 bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
@@ -203,7 +198,7 @@ int64_t bf16_tc_linear(const LinearView& w, const float* x, int64_t x_stride, in
   const int64_t pass_rows = std::min(rows, kBf16TcPassRows);
 
   auto handle = static_cast<cublasLtHandle_t>(workspace.blas_handle);
-  std::lock_guard<std::mutex> lock(plan_mutex());
+  std::lock_guard<std::mutex> lock(plan_cache().mutex);
   const Plan& plan = plan_for(handle, per_group, pass_rows, w.in, groups, y_stride, workspace.blas_workspace_bytes);
   if (!plan.ok) return 0;
   const int64_t last_rows = rows % pass_rows;

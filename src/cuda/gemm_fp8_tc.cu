@@ -80,13 +80,8 @@ using Plan = BlasLtPlan;
 // m x n x k, lda, ldb, ldd, workspace bytes, handle.
 using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, size_t, void*>;
 
-std::mutex& plan_mutex() {
-  static std::mutex mutex;
-  return mutex;
-}
-
-std::map<PlanKey, std::unique_ptr<Plan>>& plans() {
-  static std::map<PlanKey, std::unique_ptr<Plan>> cache;
+BlasLtPlanCache<PlanKey>& plan_cache() {
+  static BlasLtPlanCache<PlanKey> cache;
   return cache;
 }
 
@@ -96,12 +91,12 @@ void set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t att
 }
 
 // The plan of D [m x n] = A^T [m x k] B [k x n] with block-scaled e4m3 A and B and fp32 D
-// (caller holds plan_mutex). The scale pointers are set per call.
+// (caller holds the cache mutex). The scale pointers are set per call.
 const Plan& plan_for(cublasLtHandle_t handle, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb,
                      int64_t ldd, size_t workspace_bytes, const float* a_scale, const float* b_scale) {
   const PlanKey key{m, n, k, lda, ldb, ldd, workspace_bytes, handle};
-  auto found = plans().find(key);
-  if (found != plans().end()) return *found->second;
+  auto found = plan_cache().plans.find(key);
+  if (found != plan_cache().plans.end()) return *found->second;
   auto plan = std::make_unique<Plan>();
   check_blas(cublasLtMatmulDescCreate(&plan->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "cublasLtMatmulDescCreate");
   set_attribute(plan->desc, CUBLASLT_MATMUL_DESC_TRANSA, static_cast<int32_t>(CUBLAS_OP_T));
@@ -138,7 +133,7 @@ const Plan& plan_for(cublasLtHandle_t handle, int64_t m, int64_t n, int64_t k, i
                  static_cast<long long>(m), static_cast<long long>(n), static_cast<long long>(k),
                  static_cast<int>(status), returned);
   }
-  return *plans().emplace(key, std::move(plan)).first->second;
+  return *plan_cache().plans.emplace(key, std::move(plan)).first->second;
 }
 
 bool aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
@@ -194,7 +189,7 @@ int64_t fp8_tc_linear(const LinearView& w, const float* x, int64_t x_stride, int
   uint8_t* codes = scratch;
 
   auto handle = static_cast<cublasLtHandle_t>(workspace.blas_handle);
-  std::lock_guard<std::mutex> lock(plan_mutex());
+  std::lock_guard<std::mutex> lock(plan_cache().mutex);
   const Plan& plan = plan_for(handle, per_group, rows, w.in, w.in, x_width, y_stride, workspace.blas_workspace_bytes,
                               weight_scale, act_scale);
   if (!plan.ok) return 0;

@@ -31,6 +31,9 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::to_device;
 using cuda_test::download;
+using cuda_test::packed;
+using cuda_test::poisoned;
+using cuda_test::same_bits;
 using cuda_test::HostLinear;
 using cuda_test::random_floats;
 using cuda_test::random_linear;
@@ -76,23 +79,6 @@ struct Workspaces {
     return w;
   }
 };
-
-// Rows [0, rows) of a strided matrix, packed.
-std::vector<float> packed(const std::vector<float>& m, int64_t rows, int64_t cols, int64_t stride) {
-  std::vector<float> out(static_cast<size_t>(rows * cols));
-  for (int64_t r = 0; r < rows; ++r) std::memcpy(out.data() + r * cols, m.data() + r * stride, cols * sizeof(float));
-  return out;
-}
-
-DeviceBuffer<float> poisoned(size_t count) {
-  DeviceBuffer<float> y(count);
-  LONGCTX_CUDA_CHECK(cudaMemset(y.data(), 0xff, count * sizeof(float)));  // NaN: unwritten shows
-  return y;
-}
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 
 TEST(Bf16TensorCore, GroupedWoAMatchesCpuReference) {
   struct Case {

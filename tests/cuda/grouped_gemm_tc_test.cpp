@@ -27,16 +27,13 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::to_device;
 using cuda_test::download;
+using cuda_test::same_bits;
 using cuda_test::HostLinear;
 using cuda_test::random_floats;
 using cuda_test::random_linear;
 using cuda_test::relative_error;
 
 constexpr double kTolerance = 1e-3;
-
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
 
 // Stacked experts in stored format, on the host and the device.
 struct Experts {

@@ -41,6 +41,7 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::to_device;
 using cuda_test::download;
+using cuda_test::same_bits;
 using cuda_test::fraction_close;
 using cuda_test::HostLinear;
 using cuda_test::random_floats;
@@ -171,10 +172,6 @@ TEST(CudaLinear, ExpertGroupsMatchCpu) {
 // `in` not a multiple of 256, several K stages, outputs not a multiple of the output tile, row
 // strides, the grouped wo_a input, expert groups (row gather, busy-group list, groups with more
 // rows than one pass) and extreme scales (fp4 scale bytes above 240 take the other decode).
-bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
-}
-
 TEST(CudaLinear, GemvMatchesTiledBitwise) {
   Workspace workspace;
   cuda::LinearWorkspace gemv = workspace.view();

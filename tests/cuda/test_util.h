@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -89,6 +90,25 @@ inline HostLinear random_linear(WeightFormat format, int64_t out, int64_t in, ui
   h.w.weight = h.weight.data();
   h.w.scale = h.scale.empty() ? nullptr : h.scale.data();
   return h;
+}
+
+// Bitwise equality of two float vectors.
+inline bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// Rows [0, rows) of a strided matrix, packed.
+inline std::vector<float> packed(const std::vector<float>& m, int64_t rows, int64_t cols, int64_t stride) {
+  std::vector<float> out(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) std::memcpy(out.data() + r * cols, m.data() + r * stride, cols * sizeof(float));
+  return out;
+}
+
+// A device buffer filled with NaN bytes, so that an output a kernel leaves unwritten shows.
+inline cuda::DeviceBuffer<float> poisoned(size_t count) {
+  cuda::DeviceBuffer<float> y(count);
+  LONGCTX_CUDA_CHECK(cudaMemset(y.data(), 0xff, count * sizeof(float)));
+  return y;
 }
 
 template <typename T>
