@@ -17,6 +17,7 @@
 #include "cuda/kv_view.h"
 #include "cuda/sampling.h"
 #include "cuda/stage_timer.h"
+#include "cuda/streams.h"
 #include "longctx/error.h"
 #include "model/rope.h"
 
@@ -304,6 +305,18 @@ struct CudaBackend::Impl {
   size_t snapshot_floats = 0;
   bool take_snapshots = false;
   LinearWorkspace workspace;
+  // The side lane: a second stream with its own linear scratch. In an attention layer the
+  // compressor projections, the compressors and the indexer run on it while the main stream
+  // projects q and kv; in an MoE layer the shared expert runs on it while the main stream runs the
+  // routed experts (attention(), moe()). The kernels and their inputs are the same either way, so
+  // the results are bitwise those of one stream. The side lane's work goes to the main stream
+  // while stage timing is on, or with LONGCTX_CUDA_STREAMS=0 (A/B runs).
+  std::optional<Stream> side_stream;
+  std::optional<Handoff> handoff;
+  bool overlap = true;
+  LinearWorkspace side_workspace;
+  DeviceBuffer<float> side_partial, side_xq;
+  DeviceBuffer<uint8_t> side_blas_workspace, side_fp8_scratch;
   StageTimer timer;
   CudaOptions options;  // tensor_core_min_rows == 0: tensor cores off (batch-invariant)
   // The fp8 tensor-core GEMM's cuBLASLt handle, its workspace and the quantized activations, and
@@ -332,6 +345,8 @@ struct CudaBackend::Impl {
     }
     sm_count = properties.multiProcessorCount;
     LONGCTX_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    side_stream.emplace();
+    handoff.emplace();
     if (config.hc_mult > 4) fail("CUDA backend: hc_mult ", config.hc_mult, " above 4");
     if (layout.compressed_ratios.size() > static_cast<size_t>(kMaxCompressedPools)) {
       fail("CUDA backend: at most ", kMaxCompressedPools, " compression ratios");
@@ -359,6 +374,22 @@ struct CudaBackend::Impl {
       workspace.blas_workspace = blas_workspace.data();
       workspace.blas_workspace_bytes = blas_workspace.size();
     }
+    // The side lane runs no grouped linear (no tensor-core grouped scratch) and no wo_a (no bf16
+    // scratch); its split-K partials are smaller (fewer partials only mean fewer splits, never
+    // other bits).
+    side_partial.resize(size_t{4} << 20);
+    side_workspace = workspace;
+    side_workspace.partial = side_partial.data();
+    side_workspace.floats = side_partial.size();
+    side_workspace.tc_scratch = nullptr;
+    side_workspace.tc_scratch_bytes = 0;
+    if (blas) {
+      side_blas_workspace.resize(kFp8TcBlasWorkspaceBytes);
+      side_workspace.blas_workspace = side_blas_workspace.data();
+      side_workspace.blas_workspace_bytes = side_blas_workspace.size();
+    }
+    const char* streams_env = std::getenv("LONGCTX_CUDA_STREAMS");
+    overlap = streams_env == nullptr || std::string(streams_env) != "0";
     attention_workspace.resize(size_t{64} << 20);
     const char* graphs_env = std::getenv("LONGCTX_CUDA_GRAPHS");
     use_graphs = graphs_env == nullptr || std::string(graphs_env) != "0";
@@ -387,6 +418,7 @@ struct CudaBackend::Impl {
   template <typename T>
   void grow(DeviceBuffer<T>& buffer, size_t count) {
     if (count > buffer.size()) {
+      LONGCTX_CUDA_CHECK(cudaStreamSynchronize(side_stream->get()));
       LONGCTX_CUDA_CHECK(cudaStreamSynchronize(stream));
       buffer.resize(count);
       ++epoch;
@@ -599,6 +631,7 @@ struct CudaBackend::Impl {
     grow(shared_up, n * inter);
     grow(shared_hidden, n * inter);
     grow(shared_out, n * hidden);
+    grow(side_xq, n * inter);  // the shared expert's w2 input
     const size_t logit_rows_count = static_cast<size_t>(std::max<int64_t>(logit_count, 1));
     grow(head_in, logit_rows_count * hidden);
     grow(logits, logit_rows_count * static_cast<size_t>(c.vocab_size));
@@ -615,6 +648,10 @@ struct CudaBackend::Impl {
       grow(fp8_scratch, fp8_tc_scratch_bytes(rows, static_cast<int64_t>(widest)));
       workspace.fp8_scratch = fp8_scratch.data();
       workspace.fp8_scratch_bytes = fp8_scratch.size();
+      // The side lane's fp8 linears: the shared expert's (inputs hidden and inter wide).
+      grow(side_fp8_scratch, fp8_tc_scratch_bytes(rows, static_cast<int64_t>(std::max(hidden, inter))));
+      side_workspace.fp8_scratch = side_fp8_scratch.data();
+      side_workspace.fp8_scratch_bytes = side_fp8_scratch.size();
     }
     if (tensor_cores(rows)) {
       // wo_a's bf16 path: its bf16 weight (67 MB on V4-Flash) and up to kBf16TcPassRows bf16
@@ -639,26 +676,47 @@ struct CudaBackend::Impl {
 
   // ---- building blocks
 
+  // Where linears run: a stream, the scratch its calls use and its buffer for fp8-simulated
+  // activations (xq, of xq_floats). The two lanes share no scratch, so their work may overlap.
+  struct Lane {
+    cudaStream_t stream;
+    const LinearWorkspace* workspace;
+    float* xq;
+    size_t xq_floats;
+  };
+  Lane main_lane() { return {stream, &workspace, xq.data(), xq.size()}; }
+  Lane side_lane() {
+    const bool separate = overlap && !timer.enabled();  // the timer charges stages on one stream
+    return {separate ? side_stream->get() : stream, &side_workspace, side_xq.data(), side_xq.size()};
+  }
+
   // y = x W^T over `count` rows; x is fp8-simulated first when the weight asks (x_quantized, when
   // given, already holds that).
-  void project(const DeviceLinear& w, const float* x_in, int64_t count, float* y,
+  void project(const Lane& lane, const DeviceLinear& w, const float* x_in, int64_t count, float* y,
                const float* x_quantized = nullptr) {
     const float* input = x_in;
     if (w.quantize_activations) {
       if (x_quantized == nullptr) {
-        fp8_simulate_rows(x_in, count, w.view.in, w.view.in, xq.data(), w.view.in, stream);
-        x_quantized = xq.data();
+        if (static_cast<size_t>(count * w.view.in) > lane.xq_floats) {
+          fail("CUDA backend: ", count, " x ", w.view.in, " activations exceed the lane's buffer");
+        }
+        fp8_simulate_rows(x_in, count, w.view.in, w.view.in, lane.xq, w.view.in, lane.stream);
+        x_quantized = lane.xq;
       }
       input = x_quantized;
     }
-    linear(w.view, input, w.view.in, count, y, w.view.out, 0, workspace_for(w), stream);
+    linear(w.view, input, w.view.in, count, y, w.view.out, 0, workspace_for(w, *lane.workspace), lane.stream);
+  }
+  void project(const DeviceLinear& w, const float* x_in, int64_t count, float* y,
+               const float* x_quantized = nullptr) {
+    project(main_lane(), w, x_in, count, y, x_quantized);
   }
 
   // The fp8 tensor-core GEMM takes e4m3 activations: only for weights whose activations the
   // reference quantizes. The grouped wo_a keeps its activations in bf16: linear() gives it the bf16
   // tensor-core GEMM (gemm_bf16_tc.h), never the fp8 one.
-  LinearWorkspace workspace_for(const DeviceLinear& w, bool grouped_wo_a = false) const {
-    LinearWorkspace ws = workspace;
+  LinearWorkspace workspace_for(const DeviceLinear& w, const LinearWorkspace& base, bool grouped_wo_a = false) const {
+    LinearWorkspace ws = base;
     if (!w.quantize_activations && !(grouped_wo_a && wo_a_tensor_cores)) ws.tensor_core_min_rows = 0;
     return ws;
   }
@@ -677,60 +735,69 @@ struct CudaBackend::Impl {
     const int heads = static_cast<int>(c.num_attention_heads);
     const int d = static_cast<int>(c.head_dim);
     const int rd = static_cast<int>(c.qk_rope_head_dim);
-    timer.mark("attention projections", stream);
-    const bool any_quantized = b.wq_a.quantize_activations || b.wkv.quantize_activations;
-    const float* xq_in = any_quantized ? quantized_copy(x_in, rows, c.hidden_size) : nullptr;
-
-    project(b.wq_a, x_in, rows, q_lora.data(), xq_in);
-    project(b.wkv, x_in, rows, kv.data(), xq_in);
+    // Two lanes meet before attention, which reads all their outputs:
+    //   side: compressor projections -> compressors (entries into the pages) ... indexer q
+    //         prepare -> scores -> top-k (it waits for the main lane's indexer q projection);
+    //   main: wq_a, wkv -> q_norm -> indexer wq_b -> wq_b -> q rope, kv norm/rope/quant.
+    const Lane side = side_lane();
+    (*handoff)(stream, side.stream);  // x_in is ready
+    timer.mark("attention projections", side.stream);
     if (b.compressor) {
-      project(b.compressor->wkv, x_in, rows, comp_kv.data(), xq_in);
-      project(b.compressor->wgate, x_in, rows, comp_score.data(), xq_in);
+      project(side, b.compressor->wkv, x_in, rows, comp_kv.data());
+      project(side, b.compressor->wgate, x_in, rows, comp_score.data());
     }
     if (b.index_wq_b) {
-      project(*b.index_weights_proj, x_in, rows, index_w.data(), xq_in);
-      project(b.index_compressor->wkv, x_in, rows, index_kv.data(), xq_in);
-      project(b.index_compressor->wgate, x_in, rows, index_score.data(), xq_in);
-    }
-    rms_norm_rows(q_lora.data(), rows, c.q_lora_rank, c.q_lora_rank, b.q_norm.data(), eps, q_lora.data(), stream);
-    project(b.wq_b, q_lora.data(), rows, q.data());
-    q_norm_rope(q.data(), rows, heads, d, rd, batch.row_pos, inv_freq, eps, stream);
-    kv_norm_rope_quant(kv.data(), rows, d, rd, b.kv_norm.data(), batch.row_pos, inv_freq, eps, view.kv_dtype, stream);
-    if (b.index_wq_b) {
-      project(*b.index_wq_b, q_lora.data(), rows, index_q.data());
-      const float weight_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.index_head_dim)) /
-                                                    std::sqrt(static_cast<double>(c.index_n_heads)));
-      indexer_q_prepare(index_q.data(), index_w.data(), rows, static_cast<int>(c.index_n_heads),
-                        static_cast<int>(c.index_head_dim), rd, batch.row_pos, inv_freq, weight_scale, stream);
+      project(side, *b.index_weights_proj, x_in, rows, index_w.data());
+      project(side, b.index_compressor->wkv, x_in, rows, index_kv.data());
+      project(side, b.index_compressor->wgate, x_in, rows, index_score.data());
     }
     if (b.compressor) {
-      timer.mark("compressors", stream);
+      timer.mark("compressors", side.stream);
       const CompressorView* index_view = b.index_compressor ? &b.index_compressor->view : nullptr;
       run_compressors(view, batch, b.compressor->view, comp_kv.data(), comp_score.data(), index_view,
-                      index_kv.data(), index_score.data(), inv_freq, eps, stream,
+                      index_kv.data(), index_score.data(), inv_freq, eps, side.stream,
                       take_snapshots ? snapshots.data() : nullptr, static_cast<int64_t>(snapshot_floats),
                       static_cast<int64_t>(snapshot_offsets[static_cast<size_t>(host.layer)]));
     }
+
+    timer.mark("attention projections", stream);
+    const bool any_quantized = b.wq_a.quantize_activations || b.wkv.quantize_activations;
+    const float* xq_in = any_quantized ? quantized_copy(x_in, rows, c.hidden_size) : nullptr;
+    project(b.wq_a, x_in, rows, q_lora.data(), xq_in);
+    project(b.wkv, x_in, rows, kv.data(), xq_in);  // before wq_b and indexer wq_b reuse xq
+    rms_norm_rows(q_lora.data(), rows, c.q_lora_rank, c.q_lora_rank, b.q_norm.data(), eps, q_lora.data(), stream);
     const int32_t* selection = nullptr;
     if (b.index_wq_b) {
+      project(*b.index_wq_b, q_lora.data(), rows, index_q.data());
+      (*handoff)(stream, side.stream);  // index_q is ready
+      const float weight_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.index_head_dim)) /
+                                                    std::sqrt(static_cast<double>(c.index_n_heads)));
+      indexer_q_prepare(index_q.data(), index_w.data(), rows, static_cast<int>(c.index_n_heads),
+                        static_cast<int>(c.index_head_dim), rd, batch.row_pos, inv_freq, weight_scale, side.stream);
       const int64_t max_visible = position_cap / host.ratio;
       if (max_visible > 0) {
         const int64_t slice = score_slice(max_visible);
         for (int64_t begin = 0; begin < rows; begin += slice) {
           const int64_t count = std::min(slice, rows - begin);
-          timer.mark("indexer scores", stream);
+          timer.mark("indexer scores", side.stream);
           indexer_scores(view, batch, begin, count, index_q.data(), index_w.data(), static_cast<int>(c.index_n_heads),
-                         static_cast<int>(c.index_head_dim), scores.data(), max_visible, max_visible, stream,
+                         static_cast<int>(c.index_head_dim), scores.data(), max_visible, max_visible, side.stream,
                          index_pack.data());
-          timer.mark("indexer top-k", stream);
+          timer.mark("indexer top-k", side.stream);
           topk_rows(scores.data(), max_visible, batch.row_pos, begin, count, host.ratio, static_cast<int>(c.index_topk),
-                    selected.data() + begin * c.index_topk, selected_counts.data() + begin, stream);
+                    selected.data() + begin * c.index_topk, selected_counts.data() + begin, side.stream);
         }
       } else {
-        LONGCTX_CUDA_CHECK(cudaMemsetAsync(selected_counts.data(), 0, static_cast<size_t>(rows) * sizeof(int32_t), stream));
+        LONGCTX_CUDA_CHECK(
+            cudaMemsetAsync(selected_counts.data(), 0, static_cast<size_t>(rows) * sizeof(int32_t), side.stream));
       }
       selection = selected.data();
     }
+    timer.mark("attention projections", stream);
+    project(b.wq_b, q_lora.data(), rows, q.data());
+    q_norm_rope(q.data(), rows, heads, d, rd, batch.row_pos, inv_freq, eps, stream);
+    kv_norm_rope_quant(kv.data(), rows, d, rd, b.kv_norm.data(), batch.row_pos, inv_freq, eps, view.kv_dtype, stream);
+    (*handoff)(side.stream, stream);  // the pages' new entries and the selection are ready
     // The most keys any row sees: its window plus its compressed entries.
     const int64_t positions = position_cap;
     int64_t max_keys = std::min<int64_t>(c.sliding_window, positions);
@@ -748,7 +815,7 @@ struct CudaBackend::Impl {
     write_window(view, batch, kv.data(), stream);
     timer.mark("attention output", stream);
     linear(b.wo_a.view, attended.data(), heads * d, rows, low_rank.data(), b.wo_a.view.out,
-           b.wo_a.view.out / c.o_groups, workspace_for(b.wo_a, /*grouped_wo_a=*/true), stream);
+           b.wo_a.view.out / c.o_groups, workspace_for(b.wo_a, workspace, /*grouped_wo_a=*/true), stream);
     project(b.wo_b, low_rank.data(), rows, result);
   }
 
@@ -759,7 +826,23 @@ struct CudaBackend::Impl {
     const int64_t inter = c.moe_intermediate_size;
     const int64_t hidden = c.hidden_size;
     const float limit = static_cast<float>(c.swiglu_limit);
+    // The shared expert runs on the side lane from the quantized input on, alongside the routing
+    // and the routed experts on the main lane; they meet at the combine.
     timer.mark("moe routing", stream);
+    const bool quantize = b.experts.w1.quantize_activations || (b.shared && b.shared->w1.quantize_activations);
+    const float* xq_in = quantize ? quantized_copy(x_in, rows, hidden) : nullptr;
+    const Lane side = side_lane();
+    const float* shared_result = nullptr;
+    if (b.shared) {
+      (*handoff)(stream, side.stream);  // x_in and its quantized copy are ready
+      timer.mark("shared expert", side.stream);
+      project(side, b.shared->w1, x_in, rows, shared_gate.data(), xq_in);
+      project(side, b.shared->w3, x_in, rows, shared_up.data(), xq_in);
+      swiglu(shared_gate.data(), shared_up.data(), rows, inter, nullptr, limit, shared_hidden.data(), side.stream);
+      project(side, b.shared->w2, shared_hidden.data(), rows, shared_out.data());
+      shared_result = shared_out.data();
+      timer.mark("moe routing", stream);
+    }
     project(b.gate, x_in, rows, router_logits.data());
     const bool normalize = c.scoring_func != ScoringFunc::kSoftmax && c.norm_topk_prob;
     const int scoring = c.scoring_func == ScoringFunc::kSoftmax ? kScoreSoftmax
@@ -771,8 +854,6 @@ struct CudaBackend::Impl {
     moe_permute(route_experts.data(), route_weights.data(), rows, k, experts, expert_counts.data(),
                 expert_offsets.data(), expert_fill.data(), slot_rows.data(), slot_weights.data(), entry_slot.data(),
                 active_experts.data(), stream);
-    const bool quantize = b.experts.w1.quantize_activations || (b.shared && b.shared->w1.quantize_activations);
-    const float* xq_in = quantize ? quantized_copy(x_in, rows, hidden) : nullptr;
     const float* expert_in = b.experts.w1.quantize_activations ? xq_in : x_in;
     const int64_t slots = rows * k;
     timer.mark("routed experts", stream);
@@ -791,16 +872,8 @@ struct CudaBackend::Impl {
     grouped_linear(b.experts.w2.view, experts, expert_offsets.data(), expert_counts.data(), slots,
                    expert_hidden.data(), inter, nullptr, slot_out.data(), hidden, down_workspace, stream,
                    active_experts.data());
-    const float* shared_result = nullptr;
-    if (b.shared) {
-      timer.mark("shared expert", stream);
-      project(b.shared->w1, x_in, rows, shared_gate.data(), xq_in);
-      project(b.shared->w3, x_in, rows, shared_up.data(), xq_in);
-      swiglu(shared_gate.data(), shared_up.data(), rows, inter, nullptr, limit, shared_hidden.data(), stream);
-      project(b.shared->w2, shared_hidden.data(), rows, shared_out.data());
-      shared_result = shared_out.data();
-    }
     timer.mark("moe routing", stream);
+    if (b.shared) (*handoff)(side.stream, stream);  // the shared expert's output is ready
     moe_combine(slot_out.data(), entry_slot.data(), route_experts.data(), rows, k, hidden, shared_result, result, stream);
   }
 

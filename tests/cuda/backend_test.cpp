@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <random>
 
@@ -246,6 +247,29 @@ TEST_F(CudaBackendTest, TensorCoreModeMatchesCpu) {
   const Comparison t = compare(fast_tiny, cpu_tiny, tiny_->config().vocab_size);
   report("tiny fp8/fp4 prefill 300, tensor-core mode", t);
   EXPECT_GE(t.top1_agreement, 0.6);
+}
+
+// The side lane (compressors and indexer beside the q/kv projections, the shared expert beside
+// the routed experts) runs the same kernels on the same inputs: the same bits as one stream, in
+// both modes, for prefill, decode graphs and MTP. LONGCTX_CUDA_STREAMS=0 puts the side lane's work
+// on the main stream.
+TEST_F(CudaBackendTest, OverlappedStreamsGiveTheSameBitsAsOneStream) {
+  const auto both = [](const std::shared_ptr<const LoadedModel>& model, const std::vector<int32_t>& tokens,
+                       const std::vector<int64_t>& steps, bool batch_invariant) {
+    std::vector<float> mtp_overlapped, mtp_serial;
+    const std::vector<float> overlapped =
+        run(model, "cuda", tokens, steps, {KvDtype::kFP8, IndexerKeyDtype::kFP4}, &mtp_overlapped, batch_invariant);
+    ::setenv("LONGCTX_CUDA_STREAMS", "0", 1);
+    const std::vector<float> serial =
+        run(model, "cuda", tokens, steps, {KvDtype::kFP8, IndexerKeyDtype::kFP4}, &mtp_serial, batch_invariant);
+    ::unsetenv("LONGCTX_CUDA_STREAMS");
+    EXPECT_EQ(overlapped, serial) << "batch_invariant " << batch_invariant;
+    EXPECT_EQ(mtp_overlapped, mtp_serial) << "batch_invariant " << batch_invariant;
+  };
+  for (const bool batch_invariant : {true, false}) {
+    both(probe_, prefix(300), {130, 70}, batch_invariant);  // then 100 decode steps (graphs)
+    both(tiny_, prefix(200), {150}, batch_invariant);       // fp8/fp4: the shared expert's fp8 path
+  }
 }
 
 TEST_F(CudaBackendTest, MtpMatchesCpu) {
