@@ -22,6 +22,7 @@
 
 #include "cuda/attention_keys.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
 
@@ -59,6 +60,7 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(
     KvLayerView kv, BatchView batch, int64_t row_begin, const float* q, const float* fresh_kv,
     const int32_t* selected, const int32_t* selected_counts, int topk_stride, int heads, int window,
     int splits, float* partial) {
+  begin_dependent_kernel();
   extern __shared__ float4 shared4[];
   float* shared = reinterpret_cast<float*>(shared4);
   const int d = kv.head_dim;
@@ -235,6 +237,7 @@ __global__ void __launch_bounds__(kThreads) attention_partial_kernel(
 __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(
     KvLayerView kv, BatchView batch, int64_t row_begin, const int32_t* selected, const int32_t* selected_counts,
     const float* sinks, int heads, int window, int splits, const float* partial, const float* inv_freq, float* out) {
+  begin_dependent_kernel();
   extern __shared__ float o[];  // [d]
   __shared__ float weights[1024];
   __shared__ float denominator;
@@ -272,6 +275,7 @@ __global__ void __launch_bounds__(kCombineThreads) attention_combine_kernel(
 }
 
 __global__ void write_window_kernel(KvLayerView kv, BatchView batch, const float* fresh_kv) {
+  begin_dependent_kernel();
   const int64_t r = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (r >= batch.rows) return;
   const int32_t pos = batch.row_pos[r];
@@ -315,12 +319,11 @@ void sparse_attention(const KvLayerView& kv, const BatchView& batch, const float
   for (int64_t begin = 0; begin < batch.rows; begin += slice) {
     const int64_t count = std::min(slice, batch.rows - begin);
     const dim3 grid(static_cast<unsigned>(count), ceil_div_u(heads, kHeadsPerBlock), static_cast<unsigned>(splits));
-    attention_partial_kernel<<<grid, kThreads, shared, stream>>>(kv, batch, begin, q, fresh_kv, selected,
+    launch_dependent(attention_partial_kernel, grid, kThreads, shared, stream, kv, batch, begin, q, fresh_kv, selected,
                                                                  selected_counts, topk_stride, heads, window,
                                                                  static_cast<int>(splits), workspace);
     LONGCTX_CUDA_CHECK_LAUNCH();
-    attention_combine_kernel<<<dim3(static_cast<unsigned>(count), static_cast<unsigned>(heads)), kCombineThreads,
-                               d * sizeof(float), stream>>>(kv, batch, begin, selected, selected_counts, sinks, heads,
+    launch_dependent(attention_combine_kernel, dim3(static_cast<unsigned>(count), static_cast<unsigned>(heads)), kCombineThreads, d * sizeof(float), stream, kv, batch, begin, selected, selected_counts, sinks, heads,
                                                             window, static_cast<int>(splits), workspace, inv_freq, out);
     LONGCTX_CUDA_CHECK_LAUNCH();
   }
@@ -329,7 +332,7 @@ void sparse_attention(const KvLayerView& kv, const BatchView& batch, const float
 void write_window(const KvLayerView& kv, const BatchView& batch, const float* fresh_kv,
                   cudaStream_t stream) {
   if (batch.rows <= 0) return;
-  write_window_kernel<<<ceil_div_u(batch.rows, 8), 256, 0, stream>>>(kv, batch, fresh_kv);
+  launch_dependent(write_window_kernel, ceil_div_u(batch.rows, 8), 256, 0, stream, kv, batch, fresh_kv);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
 

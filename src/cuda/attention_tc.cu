@@ -26,6 +26,7 @@
 
 #include "cuda/attention_keys.cuh"
 #include "cuda/cuda_check.h"
+#include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
 
@@ -215,6 +216,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_tc_kernel(
     KvLayerView kv, BatchView batch, int64_t row_begin, const float* q, const float* fresh_kv,
     const int32_t* selected, const int32_t* selected_counts, int topk_stride, int heads, int window, int splits,
     int64_t keys_per_split, const float* sinks, const float* inv_freq, float* out, float* partial) {
+  begin_dependent_kernel();
   extern __shared__ __align__(16) uint8_t shared_raw[];
   const Shared s = carve<kFp8>(shared_raw, kv.kv_entry_bytes);
   const int64_t r = row_begin + blockIdx.x;
@@ -430,6 +432,7 @@ __global__ void __launch_bounds__(kCombineThreads) attention_tc_combine_kernel(
     KvLayerView kv, BatchView batch, int64_t row_begin, const int32_t* selected, const int32_t* selected_counts,
     const float* sinks, int heads, int window, int splits, int64_t keys_per_split, const float* partial,
     const float* inv_freq, float* out) {
+  begin_dependent_kernel();
   __shared__ float o[kDim];
   __shared__ float weights[1024];
   __shared__ float denominator;
@@ -502,13 +505,12 @@ void launch(const KvLayerView& kv, const BatchView& batch, const float* q, const
   for (int64_t begin = 0; begin < batch.rows; begin += slice) {
     const int64_t count = std::min(slice, batch.rows - begin);
     const dim3 grid(static_cast<unsigned>(count), head_groups, static_cast<unsigned>(splits));
-    attention_tc_kernel<kFp8><<<grid, kThreads, shared, stream>>>(
+    launch_dependent(attention_tc_kernel<kFp8>, grid, kThreads, shared, stream,
         kv, batch, begin, q, fresh_kv, selected, selected_counts, topk_stride, heads, window,
         static_cast<int>(splits), keys_per_split, sinks, inv_freq, out, workspace);
     LONGCTX_CUDA_CHECK_LAUNCH();
     if (splits > 1) {
-      attention_tc_combine_kernel<<<dim3(static_cast<unsigned>(count), static_cast<unsigned>(heads)), kCombineThreads,
-                                    0, stream>>>(kv, batch, begin, selected, selected_counts, sinks, heads, window,
+      launch_dependent(attention_tc_combine_kernel, dim3(static_cast<unsigned>(count), static_cast<unsigned>(heads)), kCombineThreads, 0, stream, kv, batch, begin, selected, selected_counts, sinks, heads, window,
                                                  static_cast<int>(splits), keys_per_split, workspace, inv_freq, out);
       LONGCTX_CUDA_CHECK_LAUNCH();
     }

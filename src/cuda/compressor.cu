@@ -24,6 +24,7 @@
 #include <algorithm>
 
 #include "cuda/cuda_check.h"
+#include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
 
@@ -238,6 +239,7 @@ __global__ void __launch_bounds__(kThreads) compressor_kernel(KvLayerView kv, Ba
                                                               const float* inv_freq, float eps, float* snapshots,
                                                               int64_t snapshot_stride, int64_t snapshot_offset,
                                                               bool parallel) {
+  begin_dependent_kernel();
   __shared__ float v[kMaxChannels];
   __shared__ float scratch[33];
   const ChunkInfo chunk = batch.chunks[blockIdx.x];
@@ -330,7 +332,7 @@ void run_compressors(const KvLayerView& kv, const BatchView& batch, const Compre
     entry_blocks = static_cast<unsigned>(std::min<int64_t>({most_entries, budget, 65534}));
   }
   const dim3 grid(static_cast<unsigned>(batch.num_chunks), compressors, 1 + entry_blocks);
-  compressor_kernel<<<grid, kThreads, 0, stream>>>(kv, batch, main, main_kv, main_score,
+  launch_dependent(compressor_kernel, grid, kThreads, 0, stream, kv, batch, main, main_kv, main_score,
                                                    index != nullptr ? *index : CompressorView{},
                                                    index_kv, index_score, inv_freq, eps, snapshots,
                                                    snapshot_stride, snapshot_offset, parallel);

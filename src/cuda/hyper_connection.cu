@@ -16,6 +16,7 @@
 #include <algorithm>
 
 #include "cuda/cuda_check.h"
+#include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
 
@@ -40,6 +41,7 @@ int slices_of(int64_t n) { return static_cast<int>((n + kSlice - 1) / kSlice); }
 __global__ void __launch_bounds__(kThreads) hc_mix_partial_kernel(const float* fn, const float* streams,
                                                                   const int32_t* row_index, int64_t n,
                                                                   int mix, float* partial) {
+  begin_dependent_kernel();
   __shared__ float warp_sums[kThreads / 32][kSums];
   const int64_t r = blockIdx.x;
   const float* flat = streams + (row_index != nullptr ? static_cast<int64_t>(row_index[r]) : r) * n;
@@ -116,6 +118,7 @@ constexpr size_t kRowsSharedBytes =
 __global__ void __launch_bounds__(kThreads, 1) hc_mix_rows_kernel(const float* fn, const float* streams,
                                                                   int64_t rows, int64_t n, int mix,
                                                                   int64_t rows_per_block, float* partial) {
+  begin_dependent_kernel();
   extern __shared__ __align__(128) unsigned char shared_raw[];
   float* ring = reinterpret_cast<float*>(shared_raw);                // [kStages][kSlice]
   float* red = ring + kStages * kSlice;                              // [warps][kSums][kPitch]
@@ -314,6 +317,7 @@ __global__ void __launch_bounds__(kThreads) hc_pre_kernel(HyperConnectionView w,
                                                           float hc_eps, float norm_eps,
                                                           const float* norm_weight, const float* partial,
                                                           int slices, float* y, float* post, float* comb) {
+  begin_dependent_kernel();
   extern __shared__ float staged[];
   __shared__ float sums[kSums];
   __shared__ float pre[kMaxHc];
@@ -336,6 +340,7 @@ __global__ void __launch_bounds__(kThreads) hc_pre_kernel(HyperConnectionView w,
 __global__ void hc_split_rows_kernel(HyperConnectionView w, int64_t rows, int hc, int64_t hidden, int iterations,
                                      float hc_eps, float norm_eps, const float* partial, int slices, float* pre_out,
                                      float* post, float* comb) {
+  begin_dependent_kernel();
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   const int64_t n = hc * hidden;
@@ -363,6 +368,7 @@ __global__ void hc_split_rows_kernel(HyperConnectionView w, int64_t rows, int hc
 __global__ void __launch_bounds__(kThreads) hc_weighted_sum_kernel(const float* streams, const float* pre_in, int hc,
                                                                    int64_t hidden, float norm_eps,
                                                                    const float* norm_weight, float* y) {
+  begin_dependent_kernel();
   extern __shared__ float staged[];
   __shared__ float pre[kMaxHc];
   const int64_t r = blockIdx.x;
@@ -373,6 +379,7 @@ __global__ void __launch_bounds__(kThreads) hc_weighted_sum_kernel(const float* 
 
 __global__ void hc_post_kernel(const float* out, const float* post, const float* comb, int64_t rows,
                                int hc, int64_t hidden, float* streams) {
+  begin_dependent_kernel();
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= rows * hidden) return;
   const int64_t r = index / hidden;
@@ -393,6 +400,7 @@ __global__ void hc_post_kernel(const float* out, const float* post, const float*
 // per blockIdx.y, the row's post and comb loaded once; each element's operations as above.
 __global__ void __launch_bounds__(256) hc_post_vector_kernel(const float* out, const float* post, const float* comb,
                                                              int hc, int64_t hidden, float* streams) {
+  begin_dependent_kernel();
   const int64_t r = blockIdx.y;
   const int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * 4;
   if (i >= hidden) return;
@@ -432,6 +440,7 @@ __global__ void __launch_bounds__(kThreads) hc_head_kernel(HyperConnectionView w
                                                            int64_t hidden, float hc_eps, float norm_eps,
                                                            const float* norm_weight, const float* partial,
                                                            int slices, float* y) {
+  begin_dependent_kernel();
   extern __shared__ float staged[];
   __shared__ float sums[kSums];
   __shared__ float pre[kMaxHc];
@@ -482,11 +491,11 @@ void hc_pre(const HyperConnectionView& w, const float* streams, int64_t rows, in
   const int slices = slices_of(n);
   const int64_t shared = hidden * static_cast<int64_t>(sizeof(float));
   if (reference_kernels || rows < kRowsPathMinRows || n % kSlice != 0) {
-    hc_mix_partial_kernel<<<dim3(static_cast<unsigned>(rows), static_cast<unsigned>(slices)), kThreads, 0, stream>>>(
+    launch_dependent(hc_mix_partial_kernel, dim3(static_cast<unsigned>(rows), static_cast<unsigned>(slices)), kThreads, 0, stream,
         w.fn, streams, nullptr, n, (2 + hc) * hc, workspace);
     LONGCTX_CUDA_CHECK_LAUNCH();
     allow_shared(reinterpret_cast<const void*>(hc_pre_kernel), shared, g_pre_shared);
-    hc_pre_kernel<<<static_cast<unsigned>(rows), kThreads, shared, stream>>>(
+    launch_dependent(hc_pre_kernel, static_cast<unsigned>(rows), kThreads, shared, stream,
         w, streams, hc, hidden, iterations, hc_eps, norm_eps, norm_weight, workspace, slices, y, post, comb);
     LONGCTX_CUDA_CHECK_LAUNCH();
     return;
@@ -502,15 +511,14 @@ void hc_pre(const HyperConnectionView& w, const float* streams, int64_t rows, in
   const int64_t rows_per_block = (rows + groups - 1) / groups;
   allow_shared(reinterpret_cast<const void*>(hc_mix_rows_kernel), static_cast<int64_t>(kRowsSharedBytes),
                g_rows_shared);
-  hc_mix_rows_kernel<<<dim3(static_cast<unsigned>(slices), static_cast<unsigned>(groups)), kThreads, kRowsSharedBytes,
-                       stream>>>(w.fn, streams, rows, n, (2 + hc) * hc, rows_per_block, workspace);
+  launch_dependent(hc_mix_rows_kernel, dim3(static_cast<unsigned>(slices), static_cast<unsigned>(groups)), kThreads, kRowsSharedBytes, stream, w.fn, streams, rows, n, (2 + hc) * hc, rows_per_block, workspace);
   LONGCTX_CUDA_CHECK_LAUNCH();
   float* pre = workspace + static_cast<size_t>(rows) * static_cast<size_t>(slices) * kSums;
-  hc_split_rows_kernel<<<ceil_div_u(rows, 128), 128, 0, stream>>>(w, rows, hc, hidden, iterations, hc_eps, norm_eps,
+  launch_dependent(hc_split_rows_kernel, ceil_div_u(rows, 128), 128, 0, stream, w, rows, hc, hidden, iterations, hc_eps, norm_eps,
                                                                    workspace, slices, pre, post, comb);
   LONGCTX_CUDA_CHECK_LAUNCH();
   allow_shared(reinterpret_cast<const void*>(hc_weighted_sum_kernel), shared, g_sum_shared);
-  hc_weighted_sum_kernel<<<static_cast<unsigned>(rows), kThreads, shared, stream>>>(streams, pre, hc, hidden, norm_eps,
+  launch_dependent(hc_weighted_sum_kernel, static_cast<unsigned>(rows), kThreads, shared, stream, streams, pre, hc, hidden, norm_eps,
                                                                                    norm_weight, y);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
@@ -520,10 +528,10 @@ void hc_post(const float* out, const float* post, const float* comb, int64_t row
   if (rows <= 0) return;
   check_sizes(hc, hidden);
   if (!reference_kernels && hidden % 4 == 0) {
-    hc_post_vector_kernel<<<dim3(ceil_div_u(hidden / 4, 256), static_cast<unsigned>(rows)), 256, 0, stream>>>(
+    launch_dependent(hc_post_vector_kernel, dim3(ceil_div_u(hidden / 4, 256), static_cast<unsigned>(rows)), 256, 0, stream,
         out, post, comb, hc, hidden, streams);
   } else {
-    hc_post_kernel<<<ceil_div_u(rows * hidden, 256), 256, 0, stream>>>(out, post, comb, rows, hc, hidden, streams);
+    launch_dependent(hc_post_kernel, ceil_div_u(rows * hidden, 256), 256, 0, stream, out, post, comb, rows, hc, hidden, streams);
   }
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
@@ -534,12 +542,12 @@ void hc_head(const HyperConnectionView& w, const float* streams, const int32_t* 
   if (count <= 0) return;
   check_sizes(hc, hidden);
   const int slices = slices_of(hc * hidden);
-  hc_mix_partial_kernel<<<dim3(static_cast<unsigned>(count), static_cast<unsigned>(slices)), kThreads, 0, stream>>>(
+  launch_dependent(hc_mix_partial_kernel, dim3(static_cast<unsigned>(count), static_cast<unsigned>(slices)), kThreads, 0, stream,
       w.fn, streams, row_index, hc * hidden, hc, workspace);
   LONGCTX_CUDA_CHECK_LAUNCH();
   const int64_t shared = hidden * static_cast<int64_t>(sizeof(float));
   allow_shared(reinterpret_cast<const void*>(hc_head_kernel), shared, g_head_shared);
-  hc_head_kernel<<<static_cast<unsigned>(count), kThreads, shared, stream>>>(
+  launch_dependent(hc_head_kernel, static_cast<unsigned>(count), kThreads, shared, stream,
       w, streams, row_index, hc, hidden, hc_eps, norm_eps, norm_weight, workspace, slices, y);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "cuda/cuda_check.h"
+#include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "cuda/gemm_bf16_tc.h"
 #include "cuda/gemm_fp8_tc.h"
@@ -118,6 +119,7 @@ __device__ __forceinline__ void load_weights(const LinearArgs& a, const uint8_t*
 
 template <int FMT, int BM, int BN, int TM, int TN>
 __global__ void __launch_bounds__(kThreads) linear_kernel(LinearArgs a) {
+  begin_dependent_kernel();
   constexpr int TX = BN / TN;
   constexpr int TY = BM / TM;
   static_assert(TX * TY == kThreads, "tile shape must use 256 threads");
@@ -239,6 +241,7 @@ __global__ void __launch_bounds__(kThreads) linear_kernel(LinearArgs a) {
 // y[r, o] = sum over chunks c in order of partial[c, r, o].
 __global__ void linear_finish_kernel(const float* partial, int chunks, int64_t rows, int64_t out,
                                      float* y, int64_t y_stride) {
+  begin_dependent_kernel();
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= rows * out) return;
   const int64_t r = index / out;
@@ -761,10 +764,12 @@ __device__ __forceinline__ void gemv_body(const LinearArgs& a, const GemvShape& 
 // One row: registers capped so that two 256-thread blocks share an SM.
 template <int FMT>
 __global__ void __launch_bounds__(kGemvMaxThreads, 2) gemv_one_row_kernel(LinearArgs a, GemvShape g) {
+  begin_dependent_kernel();
   gemv_body<FMT, 1>(a, g);
 }
 template <int FMT, int R>
 __global__ void __launch_bounds__(kGemvMaxThreads) gemv_kernel(LinearArgs a, GemvShape g) {
+  begin_dependent_kernel();
   gemv_body<FMT, R>(a, g);
 }
 
@@ -880,16 +885,16 @@ bool launch_gemv(LinearArgs a, int format, int64_t rows_per_group, int64_t group
   g.slot_stride = grid / g.out_tiles;
   g.tile_stride = grid % g.out_tiles;
   void* params[] = {&a, &g};
-  LONGCTX_CUDA_CHECK(cudaLaunchKernel(kernel, dim3(static_cast<unsigned>(grid)), dim3(static_cast<unsigned>(threads)), params, shared, stream));
+  launch_dependent(kernel, dim3(static_cast<unsigned>(grid)), dim3(static_cast<unsigned>(threads)), shared, stream, params);
   return true;
 }
 
 template <int FMT>
 void launch_format(const LinearArgs& a, int variant, dim3 grid, cudaStream_t stream) {
   switch (variant) {
-    case 0: linear_kernel<FMT, 4, 128, 1, 2><<<grid, kThreads, 0, stream>>>(a); break;
-    case 1: linear_kernel<FMT, 16, 64, 1, 4><<<grid, kThreads, 0, stream>>>(a); break;
-    default: linear_kernel<FMT, 64, 64, 4, 4><<<grid, kThreads, 0, stream>>>(a); break;
+    case 0: launch_dependent(linear_kernel<FMT, 4, 128, 1, 2>, grid, kThreads, 0, stream, a); break;
+    case 1: launch_dependent(linear_kernel<FMT, 16, 64, 1, 4>, grid, kThreads, 0, stream, a); break;
+    default: launch_dependent(linear_kernel<FMT, 64, 64, 4, 4>, grid, kThreads, 0, stream, a); break;
   }
 }
 
@@ -931,7 +936,7 @@ void launch(LinearArgs a, int format, int groups, int64_t rows_per_group, int64_
   LONGCTX_CUDA_CHECK_LAUNCH();
   if (a.splits > 1) {
     const int64_t n = a.total_rows * a.out;
-    linear_finish_kernel<<<ceil_div_u(n, 256), 256, 0, stream>>>(a.partial, chunks, a.total_rows, a.out, a.y, a.y_stride);
+    launch_dependent(linear_finish_kernel, ceil_div_u(n, 256), 256, 0, stream, a.partial, chunks, a.total_rows, a.out, a.y, a.y_stride);
     LONGCTX_CUDA_CHECK_LAUNCH();
   }
 }
@@ -954,6 +959,7 @@ LinearArgs base_args(const LinearView& w, const float* x, int64_t x_stride, floa
 
 __global__ void fp8_simulate_rows_kernel(const float* x, int64_t rows, int64_t cols, int64_t x_stride,
                                          float* out, int64_t out_stride) {
+  begin_dependent_kernel();
   const int64_t blocks_per_row = cols / 128;
   const int64_t index = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
   if (index >= rows * blocks_per_row) return;
@@ -1030,7 +1036,7 @@ void fp8_simulate_rows(const float* x, int64_t rows, int64_t cols, int64_t x_str
   if (rows <= 0) return;
   if (cols % 128 != 0) fail("fp8 activation simulation: row length ", cols, " is not a multiple of 128");
   const int64_t warps = rows * (cols / 128);
-  fp8_simulate_rows_kernel<<<ceil_div_u(warps, 8), 256, 0, stream>>>(x, rows, cols, x_stride, out, out_stride);
+  launch_dependent(fp8_simulate_rows_kernel, ceil_div_u(warps, 8), 256, 0, stream, x, rows, cols, x_stride, out, out_stride);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
 

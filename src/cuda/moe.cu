@@ -9,6 +9,7 @@
 // matter: every slot's GEMM output is computed independently with a fixed reduction order, and
 // moe_combine adds a row's experts in ascending expert id (then j), as the CPU reference does.
 #include "cuda/cuda_check.h"
+#include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
 
@@ -24,6 +25,7 @@ __device__ __forceinline__ float softplus(float x) { return x > 20.0f ? x : log1
 __global__ void route_kernel(const float* logits, const float* bias, const int32_t* tid2eid,
                              const int32_t* tokens, int64_t rows, int num_experts, int k, int scoring,
                              bool normalize, float scaling, int32_t* experts, float* weights) {
+  begin_dependent_kernel();
   __shared__ float scores[kRouteWarps][kMaxExperts];
   __shared__ unsigned char taken[kRouteWarps][kMaxExperts];
   __shared__ int32_t chosen[kRouteWarps][kMaxTopk];
@@ -94,12 +96,14 @@ __global__ void route_kernel(const float* logits, const float* bias, const int32
 }
 
 __global__ void count_kernel(const int32_t* experts, int64_t entries, int32_t* counts) {
+  begin_dependent_kernel();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < entries) atomicAdd(&counts[experts[i]], 1);
 }
 
 __global__ void offsets_kernel(const int32_t* counts, int num_experts, int32_t* offsets, int32_t* fill,
                                int32_t* active) {
+  begin_dependent_kernel();
   if (threadIdx.x != 0) return;
   int32_t total = 0;
   int busy = 0;
@@ -115,6 +119,7 @@ __global__ void offsets_kernel(const int32_t* counts, int num_experts, int32_t* 
 __global__ void scatter_kernel(const int32_t* experts, const float* weights, int64_t entries, int k,
                                const int32_t* offsets, int32_t* fill, int32_t* slot_rows,
                                float* slot_weights, int32_t* entry_slot) {
+  begin_dependent_kernel();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= entries) return;
   const int32_t e = experts[i];
@@ -126,6 +131,7 @@ __global__ void scatter_kernel(const int32_t* experts, const float* weights, int
 
 __global__ void swiglu_kernel(const float* gate, const float* up, int64_t rows, int64_t inter,
                               const float* row_weights, float limit, float* out) {
+  begin_dependent_kernel();
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= rows * inter) return;
   float g = gate[index];
@@ -141,6 +147,7 @@ __global__ void swiglu_kernel(const float* gate, const float* up, int64_t rows, 
 
 __global__ void combine_kernel(const float* slot_out, const int32_t* entry_slot, const int32_t* experts,
                                int k, int64_t hidden, const float* shared_out, float* out) {
+  begin_dependent_kernel();
   __shared__ int32_t order[kMaxTopk];
   const int64_t r = blockIdx.x;
   if (threadIdx.x == 0) {
@@ -177,7 +184,7 @@ void moe_route(const float* logits, const float* bias, const int32_t* tid2eid,
   if (num_experts > kMaxExperts || k > kMaxTopk || k > num_experts) {
     fail("CUDA MoE: supports up to ", kMaxExperts, " experts and ", kMaxTopk, " per token");
   }
-  route_kernel<<<ceil_div_u(rows, kRouteWarps), kRouteWarps * 32, 0, stream>>>(
+  launch_dependent(route_kernel, ceil_div_u(rows, kRouteWarps), kRouteWarps * 32, 0, stream,
       logits, bias, tid2eid, tokens, rows, num_experts, k, scoring, normalize, scaling, experts, weights);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
@@ -189,11 +196,11 @@ void moe_permute(const int32_t* experts, const float* weights, int64_t rows, int
   if (rows <= 0) return;
   const int64_t entries = rows * k;
   LONGCTX_CUDA_CHECK(cudaMemsetAsync(counts, 0, static_cast<size_t>(num_experts) * sizeof(int32_t), stream));
-  count_kernel<<<ceil_div_u(entries, 256), 256, 0, stream>>>(experts, entries, counts);
+  launch_dependent(count_kernel, ceil_div_u(entries, 256), 256, 0, stream, experts, entries, counts);
   LONGCTX_CUDA_CHECK_LAUNCH();
-  offsets_kernel<<<1, 32, 0, stream>>>(counts, num_experts, offsets, fill, active);
+  launch_dependent(offsets_kernel, 1, 32, 0, stream, counts, num_experts, offsets, fill, active);
   LONGCTX_CUDA_CHECK_LAUNCH();
-  scatter_kernel<<<ceil_div_u(entries, 256), 256, 0, stream>>>(experts, weights, entries, k, offsets, fill,
+  launch_dependent(scatter_kernel, ceil_div_u(entries, 256), 256, 0, stream, experts, weights, entries, k, offsets, fill,
                                                               slot_rows, slot_weights, entry_slot);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
@@ -202,7 +209,7 @@ void swiglu(const float* gate, const float* up, int64_t rows, int64_t inter,
             const float* row_weights, float limit, float* out, cudaStream_t stream) {
   const int64_t n = rows * inter;
   if (n <= 0) return;
-  swiglu_kernel<<<ceil_div_u(n, 256), 256, 0, stream>>>(gate, up, rows, inter, row_weights, limit, out);
+  launch_dependent(swiglu_kernel, ceil_div_u(n, 256), 256, 0, stream, gate, up, rows, inter, row_weights, limit, out);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
 
@@ -210,7 +217,7 @@ void moe_combine(const float* slot_out, const int32_t* entry_slot, const int32_t
                  int64_t rows, int k, int64_t hidden, const float* shared, float* out,
                  cudaStream_t stream) {
   if (rows <= 0) return;
-  combine_kernel<<<static_cast<unsigned>(rows), 256, 0, stream>>>(slot_out, entry_slot, experts, k, hidden,
+  launch_dependent(combine_kernel, static_cast<unsigned>(rows), 256, 0, stream, slot_out, entry_slot, experts, k, hidden,
                                                                  shared, out);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }

@@ -5,6 +5,7 @@
 // interleaved pairs (2i, 2i+1) rotated by pos * inv_freq[i] (angle in fp32, cos/sin in double,
 // as src/model/rope.cpp). One block per vector; the vector is staged in shared memory.
 #include "cuda/cuda_check.h"
+#include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
 #include "longctx/error.h"
 
@@ -15,6 +16,7 @@ constexpr int kThreads = 128;
 
 __global__ void rope_rows_kernel(float* x, int64_t rows, int64_t stride, int rope_dim, const int32_t* pos,
                                  const float* inv_freq, bool inverse) {
+  begin_dependent_kernel();
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int half = rope_dim / 2;
   if (index >= rows * half) return;
@@ -54,6 +56,7 @@ __device__ void fp8_simulate_64(float* v, int n) {
 __global__ void __launch_bounds__(kThreads) q_norm_rope_kernel(float* q, int heads, int d, int rope_dim,
                                                                const int32_t* pos, const float* inv_freq,
                                                                float eps) {
+  begin_dependent_kernel();
   extern __shared__ float v[];
   __shared__ float scratch[33];
   const int64_t vector = blockIdx.x;
@@ -72,6 +75,7 @@ __global__ void __launch_bounds__(kThreads) kv_norm_rope_quant_kernel(float* kv,
                                                                       const float* norm, const int32_t* pos,
                                                                       const float* inv_freq, float eps,
                                                                       int kv_dtype) {
+  begin_dependent_kernel();
   extern __shared__ float v[];
   __shared__ float scratch[33];
   const int64_t r = blockIdx.x;
@@ -109,6 +113,7 @@ __device__ void fp4_simulate_32(float* v, int n) {
 __global__ void __launch_bounds__(kThreads) indexer_q_kernel(float* q, float* weights, int heads, int dim,
                                                              int rope_dim, const int32_t* pos,
                                                              const float* inv_freq, float weight_scale) {
+  begin_dependent_kernel();
   extern __shared__ float v[];
   const int64_t vector = blockIdx.x;
   const int64_t r = vector / heads;
@@ -130,14 +135,14 @@ void rope_rows(float* x, int64_t rows, int64_t stride, int rope_dim, const int32
                const float* inv_freq, bool inverse, cudaStream_t stream) {
   const int64_t n = rows * (rope_dim / 2);
   if (n <= 0) return;
-  rope_rows_kernel<<<ceil_div_u(n, 256), 256, 0, stream>>>(x, rows, stride, rope_dim, pos, inv_freq, inverse);
+  launch_dependent(rope_rows_kernel, ceil_div_u(n, 256), 256, 0, stream, x, rows, stride, rope_dim, pos, inv_freq, inverse);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
 
 void q_norm_rope(float* q, int64_t rows, int heads, int d, int rope_dim, const int32_t* pos,
                  const float* inv_freq, float eps, cudaStream_t stream) {
   if (rows <= 0) return;
-  q_norm_rope_kernel<<<static_cast<unsigned>(rows * heads), kThreads, d * sizeof(float), stream>>>(
+  launch_dependent(q_norm_rope_kernel, static_cast<unsigned>(rows * heads), kThreads, d * sizeof(float), stream,
       q, heads, d, rope_dim, pos, inv_freq, eps);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
@@ -147,7 +152,7 @@ void kv_norm_rope_quant(float* kv, int64_t rows, int d, int rope_dim, const floa
                         cudaStream_t stream) {
   if (rows <= 0) return;
   if ((d - rope_dim) % 64 != 0) fail("CUDA kv: non-rope dims ", d - rope_dim, " not a multiple of 64");
-  kv_norm_rope_quant_kernel<<<static_cast<unsigned>(rows), kThreads, d * sizeof(float), stream>>>(
+  launch_dependent(kv_norm_rope_quant_kernel, static_cast<unsigned>(rows), kThreads, d * sizeof(float), stream,
       kv, d, rope_dim, norm, pos, inv_freq, eps, kv_dtype);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
@@ -157,7 +162,7 @@ void indexer_q_prepare(float* q, float* weights, int64_t rows, int heads, int di
                        cudaStream_t stream) {
   if (rows <= 0) return;
   if ((dim & (dim - 1)) != 0 || dim % 32 != 0) fail("CUDA indexer: head dim ", dim, " must be a power of two >= 32");
-  indexer_q_kernel<<<static_cast<unsigned>(rows * heads), kThreads, dim * sizeof(float), stream>>>(
+  launch_dependent(indexer_q_kernel, static_cast<unsigned>(rows * heads), kThreads, dim * sizeof(float), stream,
       q, weights, heads, dim, rope_dim, pos, inv_freq, weight_scale);
   LONGCTX_CUDA_CHECK_LAUNCH();
 }
