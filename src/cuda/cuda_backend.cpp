@@ -289,6 +289,7 @@ struct CudaBackend::Impl {
   DeviceBuffer<float> q_lora, q, kv, attended, low_rank;
   DeviceBuffer<float> comp_kv, comp_score, index_q, index_w, index_kv, index_score, scores;
   DeviceBuffer<float> index_pack;  // indexer_scores workspace (packed int8 queries)
+  DeviceBuffer<float> topk_split;  // topk_rows workspace (few-row steps split rows over blocks)
   DeviceBuffer<int32_t> selected, selected_counts;
   DeviceBuffer<float> router_logits, route_weights, slot_weights, expert_gate, expert_up, expert_hidden,
       slot_out, shared_gate, shared_up, shared_hidden, shared_out;
@@ -666,6 +667,7 @@ struct CudaBackend::Impl {
       const int64_t max_visible = position_cap / 4;
       grow(scores, static_cast<size_t>(score_slice(max_visible) * max_visible));
       grow(index_pack, (indexer_workspace_bytes(score_slice(max_visible)) + 3) / 4);
+      grow(topk_split, (topk_workspace_bytes(score_slice(max_visible), max_visible) + 3) / 4);
     }
   }
 
@@ -785,7 +787,8 @@ struct CudaBackend::Impl {
                          index_pack.data());
           timer.mark("indexer top-k", side.stream);
           topk_rows(scores.data(), max_visible, batch.row_pos, begin, count, host.ratio, static_cast<int>(c.index_topk),
-                    selected.data() + begin * c.index_topk, selected_counts.data() + begin, side.stream);
+                    selected.data() + begin * c.index_topk, selected_counts.data() + begin, side.stream,
+                    topk_split.data());
         }
       } else {
         LONGCTX_CUDA_CHECK(

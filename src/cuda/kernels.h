@@ -244,10 +244,13 @@ void indexer_scores(const KvLayerView& kv, const BatchView& batch, int64_t row_b
                     float* scores, int64_t score_stride, int64_t max_visible, cudaStream_t stream,
                     void* workspace = nullptr);
 // For each row: the top k = min(topk, visible) entries by score (ties to the lower index),
-// ascending, into selected[i, 0:k); counts[i] = k.
+// ascending, into selected[i, 0:k); counts[i] = k. With a workspace of
+// topk_workspace_bytes(row_count, score_stride) bytes, steps of at most 32 rows split each row
+// over many blocks (the same results).
+size_t topk_workspace_bytes(int64_t rows, int64_t score_stride);
 void topk_rows(const float* scores, int64_t score_stride, const int32_t* row_pos,
                int64_t row_begin, int64_t row_count, int ratio, int topk, int32_t* selected,
-               int32_t* counts, cudaStream_t stream);
+               int32_t* counts, cudaStream_t stream, void* workspace = nullptr);
 
 // ---------------------------------------------------------------- attention.cu
 // out [rows, heads, d]: softmax with sink over the window keys and the compressed entries

@@ -829,6 +829,9 @@ TEST(CudaIndexer, TensorCoreScoresBitwiseEqualFp32Kernel) {
       {{{4099}, {700, 701, 702}}, 40},
       {{prefill, other, {4095}}, 40},
       {{{1048575, 1048574}, {999999}}, 4200},
+      // Few rows, each its own sequence (the persistent few-row kernel): 1 and 8 rows near 1M.
+      {{{1048575}}, 4200},
+      {{{1048575}, {1048000}, {1000003}, {999999}, {524287}, {262150}, {8191}, {1048574}}, 4200},
   };
   std::mt19937 random(17);
   for (size_t si = 0; si < shapes.size(); ++si) {
@@ -1002,6 +1005,82 @@ TEST(CudaIndexer, TopkLongRowsTiesAndManyRows) {
     }
     std::printf("top-%d: %lld rows (up to 262144 entries), %lld wrong\n", topk, static_cast<long long>(rows),
                 static_cast<long long>(wrong));
+  }
+}
+
+// Few-row steps split each row over many blocks (topk_rows with a workspace): the same indices
+// in the same order as without a workspace and as partial_sort (ties to the lower index,
+// ascending), 1..8 rows of up to 262144 entries: normal scores, heavy ties ({-3..3}: more
+// candidates than fit, the exact fallback), all equal, ascending/descending, two values with
+// -0/+0, the top entries clustered in one 4096-entry segment, coarse ties at the threshold
+// (round(20 x) / 20), rows of <= k and <= 8192 entries; k = 8, 512, 2048.
+TEST(CudaIndexer, TopkSplitRowsMatchOneBlockKernel) {
+  std::mt19937 random(31);
+  const int64_t stride = 262144 + 5;
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> small(-3, 3);
+  for (const int64_t rows : {1, 2, 3, 8}) {
+    std::vector<float> scores(static_cast<size_t>(rows * stride));
+    std::vector<int32_t> positions;
+    std::vector<int> kinds;
+    for (int64_t r = 0; r < rows; ++r) {
+      const int kind = static_cast<int>((r * 3 + rows) % 9);
+      const int32_t position = r == 0 ? 1048575
+                               : r == 5 ? 4 * 5000 + 2
+                               : r == 6 ? 40
+                                        : static_cast<int32_t>(1048575 - random() % 600000);
+      positions.push_back(position);
+      kinds.push_back(kind);
+      float* row = scores.data() + r * stride;
+      for (int64_t e = 0; e < stride; ++e) {
+        switch (kind) {
+          case 0: row[e] = normal(random); break;
+          case 1: row[e] = static_cast<float>(small(random)); break;
+          case 2: row[e] = 0.5f; break;
+          case 3: row[e] = static_cast<float>(e) * 1e-3f; break;
+          case 4: row[e] = -static_cast<float>(e); break;
+          case 5: row[e] = (e % 1000 == 3) ? 1.0f : ((e % 7 == 0) ? -0.0f : 0.0f); break;
+          case 6: row[e] = normal(random) + ((e >= 100000 && e < 104096) ? 4.0f : 0.0f); break;
+          case 7: row[e] = std::round(normal(random) * 20.0f) / 20.0f; break;
+          case 8: row[e] = normal(random) * ((e % 3 == 0) ? 1e-30f : 1e30f); break;
+        }
+      }
+    }
+    const DeviceBuffer<float> dscores = to_device(scores);
+    const DeviceBuffer<int32_t> dpos = to_device(positions);
+    DeviceBuffer<uint8_t> workspace(cuda::topk_workspace_bytes(rows, stride));
+    for (const int topk : {8, 512, 2048}) {
+      const std::vector<int32_t> poison(static_cast<size_t>(rows * topk), -7);
+      DeviceBuffer<int32_t> one = to_device(poison), split = to_device(poison);
+      DeviceBuffer<int32_t> one_counts(static_cast<size_t>(rows)), split_counts(static_cast<size_t>(rows));
+      cuda::topk_rows(dscores.data(), stride, dpos.data(), 0, rows, 4, topk, one.data(), one_counts.data(), nullptr);
+      cuda::topk_rows(dscores.data(), stride, dpos.data(), 0, rows, 4, topk, split.data(), split_counts.data(), nullptr,
+                      workspace.data());
+      const std::vector<int32_t> a = download(one, one.size()), b = download(split, split.size());
+      const std::vector<int32_t> ca = download(one_counts, one_counts.size());
+      const std::vector<int32_t> cb = download(split_counts, split_counts.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t visible = (positions[static_cast<size_t>(r)] + 1) / 4;
+        const float* row = scores.data() + r * stride;
+        std::vector<int32_t> order(static_cast<size_t>(visible));
+        std::iota(order.begin(), order.end(), 0);
+        const int64_t k = std::min<int64_t>(topk, visible);
+        std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int32_t x, int32_t y) {
+          const float fx = row[x] == 0.0f ? 0.0f : row[x], fy = row[y] == 0.0f ? 0.0f : row[y];
+          return fx != fy ? fx > fy : x < y;
+        });
+        order.resize(static_cast<size_t>(k));
+        std::sort(order.begin(), order.end());
+        ASSERT_EQ(cb[static_cast<size_t>(r)], k);
+        ASSERT_EQ(ca[static_cast<size_t>(r)], k);
+        const std::vector<int32_t> got(b.begin() + r * topk, b.begin() + r * topk + k);
+        const std::vector<int32_t> old(a.begin() + r * topk, a.begin() + r * topk + k);
+        EXPECT_EQ(got, order) << "rows " << rows << " row " << r << " kind " << kinds[static_cast<size_t>(r)]
+                              << " k " << topk << " visible " << visible;
+        EXPECT_EQ(got, old) << "rows " << rows << " row " << r << " kind " << kinds[static_cast<size_t>(r)];
+        for (int64_t j = k; j < topk; ++j) EXPECT_EQ(b[static_cast<size_t>(r * topk + j)], -7) << "written past k";
+      }
+    }
   }
 }
 
