@@ -45,6 +45,12 @@ inline constexpr int kBf16SplitTerms = 3;
 // 2.6-4.8e-7 (H100, gemm_bf16_split_test.cpp). 512 costs ~20% over 1024 in the GEMMs.
 inline constexpr int64_t kBf16SplitKChunk = 512;
 
+// linear() takes this path for weights of at least this many outputs. Below, the fp32 kernels,
+// which read x once, win: the split writes and the GEMMs read 1.5x x's bytes whatever the width
+// (H100, M = 8192, in = 4096: 64 outputs 0.28 ms against 0.32 ms on the fp32 kernels; the
+// synthetic 8-expert gate 0.5 ms against 0.05 ms).
+inline constexpr int64_t kBf16SplitMinOutputs = 64;
+
 // Scratch bytes (LinearWorkspace::split_scratch_bytes) for calls of up to `rows` rows of up to
 // `in` inputs: kBf16SplitTerms bf16 matrices [min(rows, kBf16SplitPassRows), in].
 size_t bf16_split_scratch_bytes(int64_t rows, int64_t in);

@@ -82,8 +82,9 @@ struct LinearWorkspace {
 // fp8 weights with rows >= workspace.tensor_core_min_rows (> 0) run on the tensor cores, not
 // batch-invariant: the grouped wo_a (x_group_outputs > 0) on bf16 ones with the activations
 // rounded to bf16 (gemm_bf16_tc.h), the others on fp8 ones with fp8 activations and fp32
-// promotion per 128-deep block (gemm_fp8_tc.h). So do bf16 weights (x_group_outputs == 0), on
-// bf16 ones at fp32 accuracy: the activations split into three bf16 terms (gemm_bf16_split.h).
+// promotion per 128-deep block (gemm_fp8_tc.h). So do bf16 weights of at least
+// kBf16SplitMinOutputs outputs (x_group_outputs == 0), on bf16 ones at fp32 accuracy: the
+// activations split into three bf16 terms (gemm_bf16_split.h).
 void linear(const LinearView& w, const float* x, int64_t x_stride, int64_t rows, float* y,
             int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
             cudaStream_t stream);

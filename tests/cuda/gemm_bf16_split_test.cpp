@@ -147,7 +147,7 @@ TEST(Bf16Split, MatchesCpuReference) {
                 c.rows);
       sliced.push_back(packed(download(dys, dys.size()), c.rows, c.out, y_stride));
     }
-    if (c.in % 32 == 0) {
+    if (c.in % 32 == 0 && c.out >= cuda::kBf16SplitMinOutputs) {
       // linear() takes this path (the fp32 kernels need in % 32 == 0 for the comparison).
       DeviceBuffer<float> dy3 = poisoned(dy.size());
       cuda::linear(w.view, dx.data(), x_stride, c.rows, dy3.data(), y_stride, 0, tc, nullptr);
@@ -218,7 +218,7 @@ TEST(Bf16Split, IdentityWeightReturnsX) {
 TEST(Bf16Split, DispatchThreshold) {
   // Below tensor_core_min_rows, and with tensor_core_min_rows == 0 (batch-invariant mode, scratch
   // in place), the fp32 kernels' bits; at the threshold the split path's. A grouped call (bf16
-  // wo_a) never takes it.
+  // wo_a) and a weight narrower than kBf16SplitMinOutputs never take it.
   const int64_t out = 256, in = 512, min_rows = 67;
   const Bf16Weight w(out, in, 610);
   const std::vector<float> x = binade_floats(static_cast<size_t>(min_rows * in), 8, 611);
@@ -253,6 +253,14 @@ TEST(Bf16Split, DispatchThreshold) {
   cuda::linear(w.view, gx.data(), groups * in, rows, simt.data(), out, per_group, workspaces.simt(), nullptr);
   cuda::linear(w.view, gx.data(), groups * in, rows, tc.data(), out, per_group, workspaces.tensor_cores(1), nullptr);
   EXPECT_TRUE(same_bits(download(simt, simt.size()), download(tc, tc.size())));
+  // Narrower than kBf16SplitMinOutputs (the 8-expert gate): the fp32 kernels' bits.
+  const Bf16Weight narrow(cuda::kBf16SplitMinOutputs - 8, in, 613);
+  DeviceBuffer<float> narrow_simt = poisoned(static_cast<size_t>(rows * narrow.view.out)),
+                      narrow_tc = poisoned(narrow_simt.size());
+  cuda::linear(narrow.view, dx.data(), in, rows, narrow_simt.data(), narrow.view.out, 0, workspaces.simt(), nullptr);
+  cuda::linear(narrow.view, dx.data(), in, rows, narrow_tc.data(), narrow.view.out, 0, workspaces.tensor_cores(1),
+               nullptr);
+  EXPECT_TRUE(same_bits(download(narrow_simt, narrow_simt.size()), download(narrow_tc, narrow_tc.size())));
 }
 
 TEST(Bf16Split, SplitOnceMultiplyTwiceAndFallbacks) {
