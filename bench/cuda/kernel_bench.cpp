@@ -17,6 +17,7 @@
 
 #include "bench_util.h"
 #include "cuda/cuda_check.h"
+#include "cuda/gemm_bf16_split.h"
 #include "cuda/gemm_bf16_tc.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
@@ -665,7 +666,11 @@ class KernelBench {
         {"wo_b", kWeightFP8, hidden, c.o_groups * c.o_lora_rank, 0, false},
         {"shared w1/w3", kWeightFP8, c.moe_intermediate_size, hidden, 0, false},
         {"shared w2", kWeightFP8, hidden, c.moe_intermediate_size, 0, false},
-        {"compressor wkv (bf16)", kWeightBF16, 2 * c.head_dim, hidden, 0, false},
+        {"c4 compressor wkv/wgate (bf16)", kWeightBF16, 2 * c.head_dim, hidden, 0, false},
+        {"c128 compressor wkv/wgate (bf16)", kWeightBF16, c.head_dim, hidden, 0, false},
+        {"indexer compressor wkv/wgate (bf16)", kWeightBF16, 2 * c.index_head_dim, hidden, 0, false},
+        {"indexer weights_proj (bf16)", kWeightBF16, c.index_n_heads, hidden, 0, false},
+        {"gate (bf16)", kWeightBF16, c.n_routed_experts, hidden, 0, false},
         {"head (bf16)", kWeightBF16, c.vocab_size, hidden, 0, true},
     };
   }
@@ -693,13 +698,22 @@ class KernelBench {
         // alone, on activations quantized before the timed calls): what a caller that quantizes
         // once for several linears would pay per linear. For wo_a: without its conversions of the
         // weight and activations to bf16 (one pass of rows only).
-        const bool both = s.format == kWeightFP8;
+        // bf16 weights (from 64 rows, fast mode's tensor_core_min_rows): the fp32 kernels, the
+        // split path (three bf16 terms, gemm_bf16_split.h; TFLOP/s counts the fp32 product's
+        // 2MNK, a third of the tensor cores' work), its GEMMs alone (one pass of rows), the
+        // split path with two terms, and with hi's GEMM over all of K in one (less accurate).
+        const bool split = s.format == kWeightBF16 && !s.decode_only && rows >= 64;
+        const bool both = s.format == kWeightFP8 || split;
         const bool grouped = s.x_group_outputs > 0;
-        for (const int path : {0, 1, 2}) {
+        for (const int path : {0, 1, 2, 3, 4}) {
           if (path > 0 && !both) continue;
-          if (path == 2 && grouped && rows > kBf16TcPassRows) continue;
+          if (path >= 3 && !split) continue;
+          if (path == 2 && (grouped || split) && rows > kBf16TcPassRows) continue;
           const LinearWorkspace& ws = path > 0 ? tc_workspace(rows, x_width, s.out, s.in) : workspace_;
-          if (path == 2) {
+          if (path == 2 && split) {
+            bf16_split_linear(w.view, x.data(), x_width, rows, y.data(), s.out, ws, nullptr, kBf16SplitTerms,
+                              kBf16SplitConvert);
+          } else if (path == 2) {
             if (grouped) {
               bf16_tc_linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, ws, nullptr,
                              kBf16TcConvert);
@@ -709,7 +723,15 @@ class KernelBench {
             }
           }
           const double ms = timer_.median_ms([&] {
-            if (path == 2 && grouped) {
+            if (path == 2 && split) {
+              bf16_split_linear(w.view, x.data(), x_width, rows, y.data(), s.out, ws, nullptr, kBf16SplitTerms,
+                                kBf16SplitMultiply);
+            } else if (path == 3) {
+              bf16_split_linear(w.view, x.data(), x_width, rows, y.data(), s.out, ws, nullptr, 2);
+            } else if (path == 4) {
+              bf16_split_linear(w.view, x.data(), x_width, rows, y.data(), s.out, ws, nullptr, kBf16SplitTerms,
+                                kBf16SplitAll, s.in);
+            } else if (path == 2 && grouped) {
               bf16_tc_linear(w.view, x.data(), x_width, rows, y.data(), s.out, s.x_group_outputs, ws, nullptr,
                              kBf16TcMultiply);
             } else if (path == 2) {
@@ -721,14 +743,19 @@ class KernelBench {
           });
           const char* tags[] = {" fp32", " tensor cores", " tensor cores, GEMM only"};
           const char* grouped_tags[] = {" fp32", " bf16 tensor cores", " bf16 tensor cores, GEMM only"};
+          const char* split_tags[] = {" fp32", " bf16x3 split", " bf16x3 split, GEMMs only", " bf16x2 split",
+                                      " bf16x3 split, hi unsliced"};
           char what[160];
           std::snprintf(what, sizeof(what), "%s %s [%lld x %lld] M=%lld%s", model_tag(model).c_str(),
                         s.name.c_str(), static_cast<long long>(s.out), static_cast<long long>(s.in),
-                        static_cast<long long>(rows), both ? (grouped ? grouped_tags : tags)[path] : "");
+                        static_cast<long long>(rows),
+                        both ? (split ? split_tags : (grouped ? grouped_tags : tags))[path] : "");
           // The GEMM alone reads e4m3 activations, not fp32 ones (wo_a: bf16 activations and a
           // bf16 weight).
           double path_bytes = bytes;
-          if (path == 2) {
+          if (path == 2 && split) {
+            path_bytes = bytes + (3.0 * 2.0 - 4.0) * static_cast<double>(rows * x_width);
+          } else if (path == 2) {
             path_bytes = grouped ? bytes - 2.0 * static_cast<double>(rows * x_width) + static_cast<double>(s.out * s.in)
                                  : bytes - 3.0 * static_cast<double>(rows * x_width);
           }
@@ -765,6 +792,13 @@ class KernelBench {
     tc_workspace_.fp8_scratch_bytes = fp8_scratch_.size();
     tc_workspace_.bf16_scratch = bf16_scratch_.data();
     tc_workspace_.bf16_scratch_bytes = bf16_scratch_.size();
+    const size_t split_need = bf16_split_scratch_bytes(rows, in);
+    if (split_scratch_.size() < split_need) {
+      LONGCTX_CUDA_CHECK(cudaDeviceSynchronize());
+      split_scratch_.resize(split_need);
+    }
+    tc_workspace_.split_scratch = split_scratch_.data();
+    tc_workspace_.split_scratch_bytes = split_scratch_.size();
     return tc_workspace_;
   }
 
@@ -981,7 +1015,7 @@ class KernelBench {
   LinearWorkspace workspace_;
   DeviceBuffer<uint8_t> tc_scratch_;
   std::unique_ptr<BlasLtHandle> blas_;  // the fp8 tensor-core path's, made at its first case
-  DeviceBuffer<uint8_t> blas_workspace_, fp8_scratch_, bf16_scratch_;
+  DeviceBuffer<uint8_t> blas_workspace_, fp8_scratch_, bf16_scratch_, split_scratch_;
   LinearWorkspace tc_workspace_;
 };
 

@@ -11,6 +11,7 @@
 
 #include "backend/chunk_validation.h"
 #include "cuda/cuda_check.h"
+#include "cuda/gemm_bf16_split.h"
 #include "cuda/gemm_bf16_tc.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
@@ -283,6 +284,9 @@ struct CudaBackend::Impl {
   uint64_t graphs_epoch = 0;
   bool use_graphs = true;
   bool wo_a_tensor_cores = true;  // LONGCTX_CUDA_WO_A_TC=0: wo_a on the fp32 kernels (A/B runs)
+  // LONGCTX_CUDA_BF16_SPLIT=0: the bf16-weight linears on the fp32 kernels (A/B runs).
+  bool bf16_split = true;
+  int64_t bf16_widest_in = 0;  // the widest input of a non-grouped bf16 linear (split scratch)
 
   // Activations and scratch, grown on demand.
   DeviceBuffer<float> streams, x, xq, out, post, comb;
@@ -317,14 +321,14 @@ struct CudaBackend::Impl {
   bool overlap = true;
   LinearWorkspace side_workspace;
   DeviceBuffer<float> side_partial, side_xq;
-  DeviceBuffer<uint8_t> side_blas_workspace, side_fp8_scratch;
+  DeviceBuffer<uint8_t> side_blas_workspace, side_fp8_scratch, side_split_scratch;
   StageTimer timer;
   CudaOptions options;  // tensor_core_min_rows == 0: tensor cores off (batch-invariant)
   // The fp8 tensor-core GEMM's cuBLASLt handle, its workspace and the quantized activations, and
   // the bf16 weight and activations of wo_a's bf16 tensor-core GEMM (allocated only when tensor
   // cores are on).
   std::unique_ptr<BlasLtHandle> blas;
-  DeviceBuffer<uint8_t> blas_workspace, fp8_scratch, bf16_scratch;
+  DeviceBuffer<uint8_t> blas_workspace, fp8_scratch, bf16_scratch, split_scratch;
   DeviceBuffer<float> hc_workspace;
   DeviceBuffer<float> attention_workspace;
   WeightSource source;
@@ -396,6 +400,32 @@ struct CudaBackend::Impl {
     use_graphs = graphs_env == nullptr || std::string(graphs_env) != "0";
     const char* wo_a_env = std::getenv("LONGCTX_CUDA_WO_A_TC");
     wo_a_tensor_cores = wo_a_env == nullptr || std::string(wo_a_env) != "0";
+    const char* split_env = std::getenv("LONGCTX_CUDA_BF16_SPLIT");
+    bf16_split = split_env == nullptr || std::string(split_env) != "0";
+    const auto widen = [&](const DeviceLinear& linear_weight) {
+      if (linear_weight.view.format == kWeightBF16) bf16_widest_in = std::max(bf16_widest_in, linear_weight.view.in);
+    };
+    const auto widen_block = [&](const DeviceBlock& b) {
+      for (const DeviceLinear* p : {&b.wq_a, &b.wq_b, &b.wkv, &b.wo_b, &b.gate}) widen(*p);
+      for (const auto* compressor : {&b.compressor, &b.index_compressor}) {
+        if (*compressor) {
+          widen((*compressor)->wkv);
+          widen((*compressor)->wgate);
+        }
+      }
+      if (b.index_wq_b) widen(*b.index_wq_b);
+      if (b.index_weights_proj) widen(*b.index_weights_proj);
+      if (b.shared) {
+        for (const DeviceLinear* p : {&b.shared->w1, &b.shared->w2, &b.shared->w3}) widen(*p);
+      }
+    };
+    widen(head);
+    for (const DeviceBlock& b : blocks) widen_block(b);
+    for (const DeviceMtp& m : mtp) {
+      widen_block(m.block);
+      widen(m.e_proj);
+      widen(m.h_proj);
+    }
   }
 
   // Tensor cores allowed at all (not batch-invariant).
@@ -662,6 +692,17 @@ struct CudaBackend::Impl {
       grow(bf16_scratch, bf16_tc_scratch_bytes(low_rank_width, heads_d / c.o_groups, rows, heads_d));
       workspace.bf16_scratch = bf16_scratch.data();
       workspace.bf16_scratch_bytes = bf16_scratch.size();
+      // The bf16-weight linears' split activations (gemm_bf16_split.h): up to kBf16SplitPassRows
+      // rows of the widest bf16 input (96 MiB on V4-Flash); MTP's h_proj takes hc x rows rows.
+      if (bf16_split && bf16_widest_in > 0) {
+        grow(split_scratch, bf16_split_scratch_bytes(rows * static_cast<int64_t>(hc), bf16_widest_in));
+        workspace.split_scratch = split_scratch.data();
+        workspace.split_scratch_bytes = split_scratch.size();
+        // The side lane's own: the compressor and indexer projections run there.
+        grow(side_split_scratch, bf16_split_scratch_bytes(rows, bf16_widest_in));
+        side_workspace.split_scratch = side_split_scratch.data();
+        side_workspace.split_scratch_bytes = side_split_scratch.size();
+      }
     }
     if (layout.compressed_ratios.size() > 0 && layout.compressed_ratios.front() == 4) {
       const int64_t max_visible = position_cap / 4;
@@ -715,11 +756,13 @@ struct CudaBackend::Impl {
   }
 
   // The fp8 tensor-core GEMM takes e4m3 activations: only for weights whose activations the
-  // reference quantizes. The grouped wo_a keeps its activations in bf16: linear() gives it the bf16
+  // reference quantizes. bf16 weights get the split bf16 GEMM at fp32 accuracy (gemm_bf16_split.h).
+  // The grouped wo_a keeps its activations in bf16: linear() gives it the bf16
   // tensor-core GEMM (gemm_bf16_tc.h), never the fp8 one.
   LinearWorkspace workspace_for(const DeviceLinear& w, const LinearWorkspace& base, bool grouped_wo_a = false) const {
     LinearWorkspace ws = base;
-    if (!w.quantize_activations && !(grouped_wo_a && wo_a_tensor_cores)) ws.tensor_core_min_rows = 0;
+    const bool split = w.view.format == kWeightBF16 && !grouped_wo_a && bf16_split;
+    if (!w.quantize_activations && !(grouped_wo_a && wo_a_tensor_cores) && !split) ws.tensor_core_min_rows = 0;
     return ws;
   }
 

@@ -69,6 +69,11 @@ struct LinearWorkspace {
   // (bf16_tc_scratch_bytes). Too little keeps those calls on the fp32 kernels.
   void* bf16_scratch = nullptr;
   size_t bf16_scratch_bytes = 0;
+  // Scratch of the bf16-weight path (gemm_bf16_split.h; it shares the cuBLASLt handle and
+  // workspace above): the activations split into bf16 terms (bf16_split_scratch_bytes). Too
+  // little keeps those calls on the fp32 kernels.
+  void* split_scratch = nullptr;
+  size_t split_scratch_bytes = 0;
 };
 
 // y[r, o] = sum_k x[r, c(o) + k] W[o, k] for r < rows; c(o) = (o / x_group_outputs) * in when
@@ -77,7 +82,9 @@ struct LinearWorkspace {
 // fp8 weights with rows >= workspace.tensor_core_min_rows (> 0) run on the tensor cores, not
 // batch-invariant: the grouped wo_a (x_group_outputs > 0) on bf16 ones with the activations
 // rounded to bf16 (gemm_bf16_tc.h), the others on fp8 ones with fp8 activations and fp32
-// promotion per 128-deep block (gemm_fp8_tc.h).
+// promotion per 128-deep block (gemm_fp8_tc.h). So do bf16 weights of at least
+// kBf16SplitMinOutputs outputs (x_group_outputs == 0), on bf16 ones at fp32 accuracy: the
+// activations split into three bf16 terms (gemm_bf16_split.h).
 void linear(const LinearView& w, const float* x, int64_t x_stride, int64_t rows, float* y,
             int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
             cudaStream_t stream);

@@ -31,6 +31,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
+#include "cuda/gemm_bf16_split.h"
 #include "cuda/gemm_bf16_tc.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "longctx/error.h"
@@ -1001,6 +1002,14 @@ void linear(const LinearView& w, const float* x, int64_t x_stride, int64_t rows,
       y += done * y_stride;
       rows -= done;
     }
+  }
+  // bf16 weights at prefill sizes, at least kBf16SplitMinOutputs wide: the activations split into
+  // three bf16 terms on bf16 tensor cores (gemm_bf16_split.h), fp32 accuracy, all rows; or else
+  // the fp32 kernels.
+  if (w.format == kWeightBF16 && x_group_outputs == 0 && w.out >= kBf16SplitMinOutputs &&
+      workspace.tensor_core_min_rows > 0 && rows >= workspace.tensor_core_min_rows &&
+      bf16_split_linear(w, x, x_stride, rows, y, y_stride, workspace, stream) == rows) {
+    return;
   }
   LinearArgs a = base_args(w, x, x_stride, y, y_stride);
   a.rows = rows;
