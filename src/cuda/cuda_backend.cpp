@@ -282,6 +282,7 @@ struct CudaBackend::Impl {
   uint64_t graphs_epoch = 0;
   bool use_graphs = true;
   bool wo_a_tensor_cores = true;  // LONGCTX_CUDA_WO_A_TC=0: wo_a on the fp32 kernels (A/B runs)
+  bool fp8_codes = true;  // LONGCTX_CUDA_FP8_CODES=0: fp8 inputs as simulated fp32 copies (A/B runs)
 
   // Activations and scratch, grown on demand.
   DeviceBuffer<float> streams, x, xq, out, post, comb;
@@ -311,6 +312,10 @@ struct CudaBackend::Impl {
   // cores are on).
   std::unique_ptr<BlasLtHandle> blas;
   DeviceBuffer<uint8_t> blas_workspace, fp8_scratch, bf16_scratch;
+  // Fp8Activations (kernels.h) of the block input x (wq_a + wkv, shared w1 + w3) and of the inner
+  // activations (normed q_lora for wq_b + indexer wq_b, the shared expert's hidden); a single
+  // linear's own input goes to xq, as its simulated copy did.
+  DeviceBuffer<uint8_t> input_codes, inner_codes;
   DeviceBuffer<float> hc_workspace;
   DeviceBuffer<float> attention_workspace;
   WeightSource source;
@@ -364,6 +369,8 @@ struct CudaBackend::Impl {
     use_graphs = graphs_env == nullptr || std::string(graphs_env) != "0";
     const char* wo_a_env = std::getenv("LONGCTX_CUDA_WO_A_TC");
     wo_a_tensor_cores = wo_a_env == nullptr || std::string(wo_a_env) != "0";
+    const char* codes_env = std::getenv("LONGCTX_CUDA_FP8_CODES");
+    fp8_codes = codes_env == nullptr || std::string(codes_env) != "0";
   }
 
   // Tensor cores allowed at all (not batch-invariant).
@@ -615,6 +622,8 @@ struct CudaBackend::Impl {
       grow(fp8_scratch, fp8_tc_scratch_bytes(rows, static_cast<int64_t>(widest)));
       workspace.fp8_scratch = fp8_scratch.data();
       workspace.fp8_scratch_bytes = fp8_scratch.size();
+      grow(input_codes, fp8_activation_bytes(rows, static_cast<int64_t>(hidden)));
+      grow(inner_codes, fp8_activation_bytes(rows, std::max<int64_t>(c.q_lora_rank, c.moe_intermediate_size)));
     }
     if (tensor_cores(rows)) {
       // wo_a's bf16 path: its bf16 weight (67 MB on V4-Flash) and up to kBf16TcPassRows bf16
@@ -640,11 +649,18 @@ struct CudaBackend::Impl {
   // ---- building blocks
 
   // y = x W^T over `count` rows; x is fp8-simulated first when the weight asks (x_quantized, when
-  // given, already holds that).
+  // given, already holds that). In fast-mode steps where the weight takes the tensor-core GEMM,
+  // x goes to it as e4m3 codes made in one pass (into xq), with no fp32 copy.
   void project(const DeviceLinear& w, const float* x_in, int64_t count, float* y,
                const float* x_quantized = nullptr) {
     const float* input = x_in;
     if (w.quantize_activations) {
+      if (x_quantized == nullptr && codes_for({&w}, count) &&
+          fp8_activation_bytes(count, w.view.in) <= xq.size() * sizeof(float)) {
+        const Fp8Activations codes = fp8_quantize_activations(x_in, w.view.in, count, w.view.in, xq.data(), stream);
+        linear_fp8(w.view, codes, y, w.view.out, workspace, stream);
+        return;
+      }
       if (x_quantized == nullptr) {
         fp8_simulate_rows(x_in, count, w.view.in, w.view.in, xq.data(), w.view.in, stream);
         x_quantized = xq.data();
@@ -668,6 +684,51 @@ struct CudaBackend::Impl {
     return xq.data();
   }
 
+  // One input of several fp8 linears: its e4m3 codes, or its fp8-simulated fp32 copy (or both).
+  struct QuantizedInput {
+    const float* simulated = nullptr;
+    std::optional<Fp8Activations> codes;
+  };
+
+  // Whether the input of `consumers` (null entries skipped) goes to them as e4m3 codes: fast-mode
+  // steps where every one that quantizes its activations takes the fp8 tensor-core GEMM. The
+  // batch-invariant mode and smaller steps keep the simulated copy.
+  bool codes_for(std::initializer_list<const DeviceLinear*> consumers, int64_t count) const {
+    if (!fp8_codes || !tensor_cores(count)) return false;
+    bool any = false;
+    for (const DeviceLinear* w : consumers) {
+      if (w == nullptr || !w->quantize_activations) continue;
+      if (!fp8_tc_supported(w->view, count, workspace)) return false;
+      any = true;
+    }
+    return any;
+  }
+
+  // x [count, width] for `consumers`: one pass to codes in `buffer` when codes_for() (also writing
+  // the simulated copy to xq when `keep_simulated`: the routed experts read it), else the
+  // simulated copy in xq.
+  QuantizedInput quantize_input(const float* x_in, int64_t count, int64_t width,
+                                std::initializer_list<const DeviceLinear*> consumers, DeviceBuffer<uint8_t>& buffer,
+                                bool keep_simulated = false) {
+    QuantizedInput input;
+    if (codes_for(consumers, count)) {
+      float* simulated = keep_simulated ? xq.data() : nullptr;
+      input.codes = fp8_quantize_activations(x_in, width, count, width, buffer.data(), stream, simulated, width);
+      input.simulated = simulated;
+    } else {
+      input.simulated = quantized_copy(x_in, count, width);
+    }
+    return input;
+  }
+
+  void project(const DeviceLinear& w, const float* x_in, int64_t count, float* y, const QuantizedInput& x_quantized) {
+    if (w.quantize_activations && x_quantized.codes) {
+      linear_fp8(w.view, *x_quantized.codes, y, w.view.out, workspace, stream);
+      return;
+    }
+    project(w, x_in, count, y, x_quantized.simulated);
+  }
+
   void attention(const DeviceBlock& b, float* x_in, float* result) {
     const ModelConfig& c = config;
     const BlockWeights& host = *b.host;
@@ -679,7 +740,17 @@ struct CudaBackend::Impl {
     const int rd = static_cast<int>(c.qk_rope_head_dim);
     timer.mark("attention projections", stream);
     const bool any_quantized = b.wq_a.quantize_activations || b.wkv.quantize_activations;
-    const float* xq_in = any_quantized ? quantized_copy(x_in, rows, c.hidden_size) : nullptr;
+    const DeviceLinear* index_wq_b = b.index_wq_b ? &*b.index_wq_b : nullptr;
+    const QuantizedInput xq_in =
+        any_quantized
+            ? quantize_input(x_in, rows, c.hidden_size,
+                             {&b.wq_a, &b.wkv, b.compressor ? &b.compressor->wkv : nullptr,
+                              b.compressor ? &b.compressor->wgate : nullptr,
+                              b.index_wq_b ? &*b.index_weights_proj : nullptr,
+                              b.index_wq_b ? &b.index_compressor->wkv : nullptr,
+                              b.index_wq_b ? &b.index_compressor->wgate : nullptr},
+                             input_codes)
+            : QuantizedInput{};
 
     project(b.wq_a, x_in, rows, q_lora.data(), xq_in);
     project(b.wkv, x_in, rows, kv.data(), xq_in);
@@ -692,12 +763,20 @@ struct CudaBackend::Impl {
       project(b.index_compressor->wkv, x_in, rows, index_kv.data(), xq_in);
       project(b.index_compressor->wgate, x_in, rows, index_score.data(), xq_in);
     }
-    rms_norm_rows(q_lora.data(), rows, c.q_lora_rank, c.q_lora_rank, b.q_norm.data(), eps, q_lora.data(), stream);
-    project(b.wq_b, q_lora.data(), rows, q.data());
+    // q_norm: straight to the codes that wq_b and the indexer's wq_b share where they can.
+    QuantizedInput q_in;
+    if (codes_for({&b.wq_b, index_wq_b}, rows)) {
+      const bool fp32_too = !b.wq_b.quantize_activations || (index_wq_b && !index_wq_b->quantize_activations);
+      q_in.codes = rms_norm_quantize_rows(q_lora.data(), rows, c.q_lora_rank, c.q_lora_rank, b.q_norm.data(), eps,
+                                          inner_codes.data(), fp32_too ? q_lora.data() : nullptr, stream);
+    } else {
+      rms_norm_rows(q_lora.data(), rows, c.q_lora_rank, c.q_lora_rank, b.q_norm.data(), eps, q_lora.data(), stream);
+    }
+    project(b.wq_b, q_lora.data(), rows, q.data(), q_in);
     q_norm_rope(q.data(), rows, heads, d, rd, batch.row_pos, inv_freq, eps, stream);
     kv_norm_rope_quant(kv.data(), rows, d, rd, b.kv_norm.data(), batch.row_pos, inv_freq, eps, view.kv_dtype, stream);
     if (b.index_wq_b) {
-      project(*b.index_wq_b, q_lora.data(), rows, index_q.data());
+      project(*b.index_wq_b, q_lora.data(), rows, index_q.data(), q_in);
       const float weight_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.index_head_dim)) /
                                                     std::sqrt(static_cast<double>(c.index_n_heads)));
       indexer_q_prepare(index_q.data(), index_w.data(), rows, static_cast<int>(c.index_n_heads),
@@ -772,8 +851,12 @@ struct CudaBackend::Impl {
                 expert_offsets.data(), expert_fill.data(), slot_rows.data(), slot_weights.data(), entry_slot.data(),
                 active_experts.data(), stream);
     const bool quantize = b.experts.w1.quantize_activations || (b.shared && b.shared->w1.quantize_activations);
-    const float* xq_in = quantize ? quantized_copy(x_in, rows, hidden) : nullptr;
-    const float* expert_in = b.experts.w1.quantize_activations ? xq_in : x_in;
+    // One pass: the simulated copy for the routed experts and the shared expert's codes.
+    const QuantizedInput xq_in =
+        quantize ? quantize_input(x_in, rows, hidden, {b.shared ? &b.shared->w1 : nullptr, b.shared ? &b.shared->w3 : nullptr},
+                                  input_codes, b.experts.w1.quantize_activations)
+                 : QuantizedInput{};
+    const float* expert_in = b.experts.w1.quantize_activations ? xq_in.simulated : x_in;
     const int64_t slots = rows * k;
     timer.mark("routed experts", stream);
     // The tensor-core path takes e4m3 activations: only where the reference quantizes them.
@@ -796,8 +879,15 @@ struct CudaBackend::Impl {
       timer.mark("shared expert", stream);
       project(b.shared->w1, x_in, rows, shared_gate.data(), xq_in);
       project(b.shared->w3, x_in, rows, shared_up.data(), xq_in);
-      swiglu(shared_gate.data(), shared_up.data(), rows, inter, nullptr, limit, shared_hidden.data(), stream);
-      project(b.shared->w2, shared_hidden.data(), rows, shared_out.data());
+      if (codes_for({&b.shared->w2}, rows)) {  // the SwiGLU straight to w2's codes
+        linear_fp8(b.shared->w2.view,
+                   swiglu_quantize(shared_gate.data(), shared_up.data(), rows, inter, nullptr, limit, inner_codes.data(),
+                                   stream),
+                   shared_out.data(), hidden, workspace, stream);
+      } else {
+        swiglu(shared_gate.data(), shared_up.data(), rows, inter, nullptr, limit, shared_hidden.data(), stream);
+        project(b.shared->w2, shared_hidden.data(), rows, shared_out.data());
+      }
       shared_result = shared_out.data();
     }
     timer.mark("moe routing", stream);

@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 
 #include "cuda/cuda_backend.h"
@@ -246,6 +247,32 @@ TEST_F(CudaBackendTest, TensorCoreModeMatchesCpu) {
   const Comparison t = compare(fast_tiny, cpu_tiny, tiny_->config().vocab_size);
   report("tiny fp8/fp4 prefill 300, tensor-core mode", t);
   EXPECT_GE(t.top1_agreement, 0.6);
+}
+
+// Fast mode: the fp8 linears' inputs quantized once to e4m3 codes (one pass, shared by wq_a + wkv,
+// wq_b + indexer wq_b, shared w1 + w3; q_norm and the shared SwiGLU emitting codes) give the bits
+// of the fp8-simulated copies they replace (LONGCTX_CUDA_FP8_CODES=0). A model whose every fp8
+// linear takes the tensor-core GEMM (inputs of 512: hidden, q_lora, inter, o_groups x o_lora),
+// prefill steps of 130 and 66 rows (rows % 4 = 2 on the fp32 kernels), then decode; MTP too.
+TEST_F(CudaBackendTest, Fp8CodesGiveTheBitsOfSimulatedCopies) {
+  ModelConfig c = test_model_preset("tiny", 3);
+  c.hidden_size = 512;
+  c.q_lora_rank = 512;
+  c.moe_intermediate_size = 512;
+  c.o_lora_rank = 256;
+  const auto model = std::make_shared<const LoadedModel>(testing::test_model_dir("cuda-fp8-codes", c, 5));
+  const std::vector<int32_t> tokens = random_tokens(199, 17, static_cast<int32_t>(c.vocab_size));
+  const std::vector<int64_t> steps = {130, 66};
+  std::vector<float> mtp_codes, mtp_copies;
+  const std::vector<float> codes = run(model, "cuda", tokens, steps, {}, &mtp_codes, /*batch_invariant=*/false);
+  setenv("LONGCTX_CUDA_FP8_CODES", "0", 1);
+  const std::vector<float> copies = run(model, "cuda", tokens, steps, {}, &mtp_copies, false);
+  unsetenv("LONGCTX_CUDA_FP8_CODES");
+  ASSERT_EQ(codes.size(), tokens.size() * static_cast<size_t>(c.vocab_size));
+  EXPECT_EQ(codes, copies);
+  EXPECT_EQ(mtp_codes, mtp_copies);
+  // The tensor cores did run (another summation order than the batch-invariant kernels).
+  EXPECT_NE(codes, run(model, "cuda", tokens, steps, {}, nullptr, true));
 }
 
 TEST_F(CudaBackendTest, MtpMatchesCpu) {
