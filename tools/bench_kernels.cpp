@@ -65,9 +65,9 @@ int bench_kernels(const std::vector<std::string>& argv) {
   if (args.has("only")) options.only = words(args.require("only"));
   for (const std::string& family : options.only) {
     if (family != "attention" && family != "indexer" && family != "compressor" &&
-        family != "gemm" && family != "moe" && family != "hc" && family != "sampling") {
+        family != "gemm" && family != "fp8in" && family != "moe" && family != "hc" && family != "sampling") {
       fail("--only: unknown family '", family,
-           "' (expected attention, indexer, compressor, gemm, moe, hc, sampling)");
+           "' (expected attention, indexer, compressor, gemm, fp8in, moe, hc, sampling)");
     }
   }
   if (args.has("models")) options.models = words(args.require("models"));
