@@ -21,8 +21,8 @@ prints the bytes it must move and its FLOPs by formula, achieved GB/s and TFLOP/
 fractions of the device's HBM bandwidth and dense tensor-core peak.
 Cases: sparse-attention decode (c4 top-k and c128 all entries), indexer scores + top-k,
 compressors, the linears of Flash and Pro in stored precision, MoE grouped GEMM with fp4
-experts, hyper-connection pre.
-  --only LIST          families: attention,indexer,compressor,gemm,moe,hc,sampling (default: all)
+experts, hyper-connection pre, fp8 linears sharing one input (quantized once vs before).
+  --only LIST          families: attention,indexer,compressor,gemm,fp8in,moe,hc,sampling (default: all)
   --models LIST        flash,pro (default both)
   --contexts LIST      attention/indexer contexts (default 8192,131072,1048576)
   --batches LIST       decode batch sizes (default 1,8,64)
@@ -65,9 +65,9 @@ int bench_kernels(const std::vector<std::string>& argv) {
   if (args.has("only")) options.only = words(args.require("only"));
   for (const std::string& family : options.only) {
     if (family != "attention" && family != "indexer" && family != "compressor" &&
-        family != "gemm" && family != "moe" && family != "hc" && family != "sampling") {
+        family != "gemm" && family != "fp8in" && family != "moe" && family != "hc" && family != "sampling") {
       fail("--only: unknown family '", family,
-           "' (expected attention, indexer, compressor, gemm, moe, hc, sampling)");
+           "' (expected attention, indexer, compressor, gemm, fp8in, moe, hc, sampling)");
     }
   }
   if (args.has("models")) options.models = words(args.require("models"));

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <set>
@@ -140,6 +141,10 @@ class KernelBench {
     if (wants("gemm")) {
       for (const std::string& model : options_.models)
         gemm(model);
+    }
+    if (wants("fp8in")) {
+      for (const std::string& model : options_.models)
+        fp8_inputs(model);
     }
     if (wants("moe")) {
       for (const std::string& model : options_.models)
@@ -761,6 +766,116 @@ class KernelBench {
           }
           table_.add("gemm", what, ms, path_bytes, flops,
                      s.format == kWeightFP8 && !(grouped && path > 0) ? Peak::kFP8 : Peak::kBF16);
+        }
+      }
+    }
+  }
+
+  // The fp8 linears that share an input, end to end from the fp32 activations as the fast-mode
+  // forward runs them: "simulated copy" is the path before Fp8Activations (fp8_simulate_rows, then
+  // each linear quantizes that copy again), "quantized once" the one-pass producers and
+  // linear_fp8 (the same bits). Bytes: the new path's fewest (weights, fp32 inputs read once, fp8
+  // codes written and read, fp32 outputs).
+  void fp8_inputs(const std::string& model) {
+    table_.section("fp8 linears sharing one input, " + model_tag(model) +
+                   " (tensor cores): simulated copy vs quantized once");
+    const ModelConfig c = test_model_preset(model, 4);
+    const int64_t hidden = c.hidden_size, q_lora = c.q_lora_rank, inter = c.moe_intermediate_size;
+    const int64_t heads_d = c.num_attention_heads * c.head_dim, index_out = c.index_n_heads * c.index_head_dim;
+    const int64_t low_rank = c.o_groups * c.o_lora_rank;
+    const DeviceMatrix wq_a(kWeightFP8, q_lora, hidden, 1, 301), wkv(kWeightFP8, c.head_dim, hidden, 1, 302);
+    const DeviceMatrix wq_b(kWeightFP8, heads_d, q_lora, 1, 303), index_wq_b(kWeightFP8, index_out, q_lora, 1, 304);
+    const DeviceMatrix w1(kWeightFP8, inter, hidden, 1, 305), w3(kWeightFP8, inter, hidden, 1, 306);
+    const DeviceMatrix w2(kWeightFP8, hidden, inter, 1, 307), wo_b(kWeightFP8, hidden, low_rank, 1, 308);
+    const DeviceBuffer<float> norm = random_floats(static_cast<size_t>(q_lora), 309);
+    for (const int64_t rows : options_.gemm_rows) {
+      if (rows < 64) continue;
+      const int64_t widest = std::max({hidden, low_rank, inter});
+      const LinearWorkspace& ws = tc_workspace(rows, widest, hidden, hidden);
+      const DeviceBuffer<float> x = random_floats(static_cast<size_t>(rows * widest), 310);
+      DeviceBuffer<float> copy(static_cast<size_t>(rows * widest)), normed(static_cast<size_t>(rows * q_lora));
+      DeviceBuffer<float> gate(static_cast<size_t>(rows * inter)), up(gate.size()), hidden_act(gate.size());
+      DeviceBuffer<float> y1(static_cast<size_t>(rows * std::max(heads_d, hidden))), y2(y1.size());
+      DeviceBuffer<uint8_t> codes(fp8_activation_bytes(rows, widest)), inner(fp8_activation_bytes(rows, widest));
+      const double r = static_cast<double>(rows);
+      auto weights = [](std::initializer_list<const DeviceMatrix*> ms) {
+        double b = 0;
+        for (const DeviceMatrix* m : ms) b += static_cast<double>(m->bytes_per_group);
+        return b;
+      };
+      struct Group {
+        std::string what;
+        std::function<void()> before, after;
+        double bytes, flops;
+      };
+      const std::vector<Group> groups = {
+          {"wq_a + wkv on the block input",
+           [&] {
+             fp8_simulate_rows(x.data(), rows, hidden, hidden, copy.data(), hidden, nullptr);
+             linear(wq_a.view, copy.data(), hidden, rows, y1.data(), q_lora, 0, ws, nullptr);
+             linear(wkv.view, copy.data(), hidden, rows, y2.data(), c.head_dim, 0, ws, nullptr);
+           },
+           [&] {
+             const Fp8Activations a = fp8_quantize_activations(x.data(), hidden, rows, hidden, codes.data(), nullptr);
+             linear_fp8(wq_a.view, a, y1.data(), q_lora, ws, nullptr);
+             linear_fp8(wkv.view, a, y2.data(), c.head_dim, ws, nullptr);
+           },
+           weights({&wq_a, &wkv}) + r * (4.0 * hidden + 3.0 * hidden + 4.0 * (q_lora + c.head_dim)),
+           2.0 * r * hidden * (q_lora + c.head_dim)},
+          {"q_norm + wq_b + indexer wq_b",
+           [&] {
+             rms_norm_rows(x.data(), rows, q_lora, q_lora, norm.data(), 1e-6f, normed.data(), nullptr);
+             fp8_simulate_rows(normed.data(), rows, q_lora, q_lora, copy.data(), q_lora, nullptr);
+             linear(wq_b.view, copy.data(), q_lora, rows, y1.data(), heads_d, 0, ws, nullptr);
+             fp8_simulate_rows(normed.data(), rows, q_lora, q_lora, copy.data(), q_lora, nullptr);
+             linear(index_wq_b.view, copy.data(), q_lora, rows, y2.data(), index_out, 0, ws, nullptr);
+           },
+           [&] {
+             const Fp8Activations a = rms_norm_quantize_rows(x.data(), rows, q_lora, q_lora, norm.data(), 1e-6f,
+                                                             inner.data(), nullptr, nullptr);
+             linear_fp8(wq_b.view, a, y1.data(), heads_d, ws, nullptr);
+             linear_fp8(index_wq_b.view, a, y2.data(), index_out, ws, nullptr);
+           },
+           weights({&wq_b, &index_wq_b}) + r * (4.0 * q_lora + 3.0 * q_lora + 4.0 * (heads_d + index_out)),
+           2.0 * r * q_lora * (heads_d + index_out)},
+          {"shared expert (w1 + w3, SwiGLU, w2; input copy kept)",
+           [&] {
+             fp8_simulate_rows(x.data(), rows, hidden, hidden, copy.data(), hidden, nullptr);
+             linear(w1.view, copy.data(), hidden, rows, gate.data(), inter, 0, ws, nullptr);
+             linear(w3.view, copy.data(), hidden, rows, up.data(), inter, 0, ws, nullptr);
+             swiglu(gate.data(), up.data(), rows, inter, nullptr, 10.0f, hidden_act.data(), nullptr);
+             fp8_simulate_rows(hidden_act.data(), rows, inter, inter, hidden_act.data(), inter, nullptr);
+             linear(w2.view, hidden_act.data(), inter, rows, y1.data(), hidden, 0, ws, nullptr);
+           },
+           [&] {
+             const Fp8Activations a = fp8_quantize_activations(x.data(), hidden, rows, hidden, codes.data(), nullptr,
+                                                               copy.data(), hidden);
+             linear_fp8(w1.view, a, gate.data(), inter, ws, nullptr);
+             linear_fp8(w3.view, a, up.data(), inter, ws, nullptr);
+             linear_fp8(w2.view,
+                        swiglu_quantize(gate.data(), up.data(), rows, inter, nullptr, 10.0f, inner.data(), nullptr),
+                        y1.data(), hidden, ws, nullptr);
+           },
+           weights({&w1, &w3, &w2}) + r * (15.0 * hidden + 18.0 * inter),  // x, copy, codes; gate/up; codes; y
+           2.0 * r * hidden * inter * 3.0},
+          {"wo_b alone",
+           [&] {
+             fp8_simulate_rows(x.data(), rows, low_rank, low_rank, copy.data(), low_rank, nullptr);
+             linear(wo_b.view, copy.data(), low_rank, rows, y1.data(), hidden, 0, ws, nullptr);
+           },
+           [&] {
+             linear_fp8(wo_b.view, fp8_quantize_activations(x.data(), low_rank, rows, low_rank, codes.data(), nullptr),
+                        y1.data(), hidden, ws, nullptr);
+           },
+           weights({&wo_b}) + r * (4.0 * low_rank + 2.0 * low_rank + 4.0 * hidden), 2.0 * r * low_rank * hidden},
+      };
+      for (const Group& g : groups) {
+        for (const bool once : {false, true}) {
+          const double ms = timer_.median_ms(once ? g.after : g.before);
+          table_.add("fp8in",
+                     model_tag(model) + " " + g.what + " M=" + std::to_string(rows) +
+                         (once ? " quantized once" : " simulated copy"),
+                     ms, g.bytes, g.flops, Peak::kFP8);
         }
       }
     }

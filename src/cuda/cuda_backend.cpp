@@ -287,6 +287,7 @@ struct CudaBackend::Impl {
   // LONGCTX_CUDA_BF16_SPLIT=0: the bf16-weight linears on the fp32 kernels (A/B runs).
   bool bf16_split = true;
   int64_t bf16_widest_in = 0;  // the widest input of a non-grouped bf16 linear (split scratch)
+  bool fp8_codes = true;  // LONGCTX_CUDA_FP8_CODES=0: fp8 inputs as simulated fp32 copies (A/B runs)
 
   // Activations and scratch, grown on demand.
   DeviceBuffer<float> streams, x, xq, out, post, comb;
@@ -329,6 +330,10 @@ struct CudaBackend::Impl {
   // cores are on).
   std::unique_ptr<BlasLtHandle> blas;
   DeviceBuffer<uint8_t> blas_workspace, fp8_scratch, bf16_scratch, split_scratch;
+  // Fp8Activations (kernels.h) of the block input x (wq_a + wkv, shared w1 + w3), of the normed
+  // q_lora (wq_b + indexer wq_b) and of the shared expert's hidden (side lane); a single linear's
+  // own input goes to its lane's xq, as its simulated copy did.
+  DeviceBuffer<uint8_t> input_codes, q_codes, shared_codes;
   DeviceBuffer<float> hc_workspace;
   DeviceBuffer<float> attention_workspace;
   WeightSource source;
@@ -400,6 +405,8 @@ struct CudaBackend::Impl {
     use_graphs = graphs_env == nullptr || std::string(graphs_env) != "0";
     const char* wo_a_env = std::getenv("LONGCTX_CUDA_WO_A_TC");
     wo_a_tensor_cores = wo_a_env == nullptr || std::string(wo_a_env) != "0";
+    const char* codes_env = std::getenv("LONGCTX_CUDA_FP8_CODES");
+    fp8_codes = codes_env == nullptr || std::string(codes_env) != "0";
     const char* split_env = std::getenv("LONGCTX_CUDA_BF16_SPLIT");
     bf16_split = split_env == nullptr || std::string(split_env) != "0";
     const auto widen = [&](const DeviceLinear& linear_weight) {
@@ -683,6 +690,9 @@ struct CudaBackend::Impl {
       grow(side_fp8_scratch, fp8_tc_scratch_bytes(rows, static_cast<int64_t>(std::max(hidden, inter))));
       side_workspace.fp8_scratch = side_fp8_scratch.data();
       side_workspace.fp8_scratch_bytes = side_fp8_scratch.size();
+      grow(input_codes, fp8_activation_bytes(rows, static_cast<int64_t>(hidden)));
+      grow(q_codes, fp8_activation_bytes(rows, c.q_lora_rank));
+      grow(shared_codes, fp8_activation_bytes(rows, c.moe_intermediate_size));
     }
     if (tensor_cores(rows)) {
       // wo_a's bf16 path: its bf16 weight (67 MB on V4-Flash) and up to kBf16TcPassRows bf16
@@ -734,11 +744,18 @@ struct CudaBackend::Impl {
   }
 
   // y = x W^T over `count` rows; x is fp8-simulated first when the weight asks (x_quantized, when
-  // given, already holds that).
+  // given, already holds that). In fast-mode steps where the weight takes the tensor-core GEMM,
+  // x goes to it as e4m3 codes made in one pass (into the lane's xq), with no fp32 copy.
   void project(const Lane& lane, const DeviceLinear& w, const float* x_in, int64_t count, float* y,
                const float* x_quantized = nullptr) {
     const float* input = x_in;
     if (w.quantize_activations) {
+      if (x_quantized == nullptr && codes_for({&w}, count, *lane.workspace) &&
+          fp8_activation_bytes(count, w.view.in) <= lane.xq_floats * sizeof(float)) {
+        const Fp8Activations codes = fp8_quantize_activations(x_in, w.view.in, count, w.view.in, lane.xq, lane.stream);
+        linear_fp8(w.view, codes, y, w.view.out, *lane.workspace, lane.stream);
+        return;
+      }
       if (x_quantized == nullptr) {
         if (static_cast<size_t>(count * w.view.in) > lane.xq_floats) {
           fail("CUDA backend: ", count, " x ", w.view.in, " activations exceed the lane's buffer");
@@ -769,6 +786,56 @@ struct CudaBackend::Impl {
   const float* quantized_copy(const float* x_in, int64_t count, int64_t cols) {
     fp8_simulate_rows(x_in, count, cols, cols, xq.data(), cols, stream);
     return xq.data();
+  }
+
+  // One input of several fp8 linears: its e4m3 codes, or its fp8-simulated fp32 copy (or both).
+  struct QuantizedInput {
+    const float* simulated = nullptr;
+    std::optional<Fp8Activations> codes;
+  };
+
+  // Whether the input of `consumers` (null entries skipped) goes to them as e4m3 codes: fast-mode
+  // steps where every one that quantizes its activations takes the fp8 tensor-core GEMM with the
+  // scratch of `lane_workspace`. The batch-invariant mode and smaller steps keep the simulated copy.
+  bool codes_for(std::initializer_list<const DeviceLinear*> consumers, int64_t count,
+                 const LinearWorkspace& lane_workspace) const {
+    if (!fp8_codes || !tensor_cores(count)) return false;
+    bool any = false;
+    for (const DeviceLinear* w : consumers) {
+      if (w == nullptr || !w->quantize_activations) continue;
+      if (!fp8_tc_supported(w->view, count, lane_workspace)) return false;
+      any = true;
+    }
+    return any;
+  }
+
+  // x [count, width] for `consumers` (main lane): one pass to codes in `buffer` when codes_for()
+  // (also writing the simulated copy to xq when `keep_simulated`: the routed experts read it), else
+  // the simulated copy in xq. Consumers on the side lane must pass codes_for() with its scratch too.
+  QuantizedInput quantize_input(const float* x_in, int64_t count, int64_t width,
+                                std::initializer_list<const DeviceLinear*> consumers, DeviceBuffer<uint8_t>& buffer,
+                                bool keep_simulated = false) {
+    QuantizedInput input;
+    if (codes_for(consumers, count, workspace) && codes_for(consumers, count, side_workspace)) {
+      float* simulated = keep_simulated ? xq.data() : nullptr;
+      input.codes = fp8_quantize_activations(x_in, width, count, width, buffer.data(), stream, simulated, width);
+      input.simulated = simulated;
+    } else {
+      input.simulated = quantized_copy(x_in, count, width);
+    }
+    return input;
+  }
+
+  void project(const Lane& lane, const DeviceLinear& w, const float* x_in, int64_t count, float* y,
+               const QuantizedInput& x_quantized) {
+    if (w.quantize_activations && x_quantized.codes) {
+      linear_fp8(w.view, *x_quantized.codes, y, w.view.out, *lane.workspace, lane.stream);
+      return;
+    }
+    project(lane, w, x_in, count, y, x_quantized.simulated);
+  }
+  void project(const DeviceLinear& w, const float* x_in, int64_t count, float* y, const QuantizedInput& x_quantized) {
+    project(main_lane(), w, x_in, count, y, x_quantized);
   }
 
   void attention(const DeviceBlock& b, float* x_in, float* result) {
@@ -807,13 +874,23 @@ struct CudaBackend::Impl {
 
     timer.mark("attention projections", stream);
     const bool any_quantized = b.wq_a.quantize_activations || b.wkv.quantize_activations;
-    const float* xq_in = any_quantized ? quantized_copy(x_in, rows, c.hidden_size) : nullptr;
+    const QuantizedInput xq_in =
+        any_quantized ? quantize_input(x_in, rows, c.hidden_size, {&b.wq_a, &b.wkv}, input_codes) : QuantizedInput{};
     project(b.wq_a, x_in, rows, q_lora.data(), xq_in);
     project(b.wkv, x_in, rows, kv.data(), xq_in);  // before wq_b and indexer wq_b reuse xq
-    rms_norm_rows(q_lora.data(), rows, c.q_lora_rank, c.q_lora_rank, b.q_norm.data(), eps, q_lora.data(), stream);
+    // q_norm: straight to the codes that wq_b and the indexer's wq_b share where they can.
+    const DeviceLinear* index_wq_b = b.index_wq_b ? &*b.index_wq_b : nullptr;
+    QuantizedInput q_in;
+    if (codes_for({&b.wq_b, index_wq_b}, rows, workspace)) {
+      const bool fp32_too = !b.wq_b.quantize_activations || (index_wq_b && !index_wq_b->quantize_activations);
+      q_in.codes = rms_norm_quantize_rows(q_lora.data(), rows, c.q_lora_rank, c.q_lora_rank, b.q_norm.data(), eps,
+                                          q_codes.data(), fp32_too ? q_lora.data() : nullptr, stream);
+    } else {
+      rms_norm_rows(q_lora.data(), rows, c.q_lora_rank, c.q_lora_rank, b.q_norm.data(), eps, q_lora.data(), stream);
+    }
     const int32_t* selection = nullptr;
     if (b.index_wq_b) {
-      project(*b.index_wq_b, q_lora.data(), rows, index_q.data());
+      project(*b.index_wq_b, q_lora.data(), rows, index_q.data(), q_in);
       (*handoff)(stream, side.stream);  // index_q is ready
       const float weight_scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.index_head_dim)) /
                                                     std::sqrt(static_cast<double>(c.index_n_heads)));
@@ -840,7 +917,7 @@ struct CudaBackend::Impl {
       selection = selected.data();
     }
     timer.mark("attention projections", stream);
-    project(b.wq_b, q_lora.data(), rows, q.data());
+    project(b.wq_b, q_lora.data(), rows, q.data(), q_in);
     q_norm_rope(q.data(), rows, heads, d, rd, batch.row_pos, inv_freq, eps, stream);
     kv_norm_rope_quant(kv.data(), rows, d, rd, b.kv_norm.data(), batch.row_pos, inv_freq, eps, view.kv_dtype, stream);
     (*handoff)(side.stream, stream);  // the pages' new entries and the selection are ready
@@ -876,16 +953,27 @@ struct CudaBackend::Impl {
     // and the routed experts on the main lane; they meet at the combine.
     timer.mark("moe routing", stream);
     const bool quantize = b.experts.w1.quantize_activations || (b.shared && b.shared->w1.quantize_activations);
-    const float* xq_in = quantize ? quantized_copy(x_in, rows, hidden) : nullptr;
+    // One pass: the simulated copy for the routed experts and the shared expert's codes.
+    const QuantizedInput xq_in =
+        quantize ? quantize_input(x_in, rows, hidden, {b.shared ? &b.shared->w1 : nullptr, b.shared ? &b.shared->w3 : nullptr},
+                                  input_codes, b.experts.w1.quantize_activations)
+                 : QuantizedInput{};
     const Lane side = side_lane();
     const float* shared_result = nullptr;
     if (b.shared) {
-      (*handoff)(stream, side.stream);  // x_in and its quantized copy are ready
+      (*handoff)(stream, side.stream);  // x_in and its quantized forms are ready
       timer.mark("shared expert", side.stream);
       project(side, b.shared->w1, x_in, rows, shared_gate.data(), xq_in);
       project(side, b.shared->w3, x_in, rows, shared_up.data(), xq_in);
-      swiglu(shared_gate.data(), shared_up.data(), rows, inter, nullptr, limit, shared_hidden.data(), side.stream);
-      project(side, b.shared->w2, shared_hidden.data(), rows, shared_out.data());
+      if (codes_for({&b.shared->w2}, rows, side_workspace)) {  // the SwiGLU straight to w2's codes
+        linear_fp8(b.shared->w2.view,
+                   swiglu_quantize(shared_gate.data(), shared_up.data(), rows, inter, nullptr, limit, shared_codes.data(),
+                                   side.stream),
+                   shared_out.data(), hidden, side_workspace, side.stream);
+      } else {
+        swiglu(shared_gate.data(), shared_up.data(), rows, inter, nullptr, limit, shared_hidden.data(), side.stream);
+        project(side, b.shared->w2, shared_hidden.data(), rows, shared_out.data());
+      }
       shared_result = shared_out.data();
       timer.mark("moe routing", stream);
     }
@@ -900,7 +988,7 @@ struct CudaBackend::Impl {
     moe_permute(route_experts.data(), route_weights.data(), rows, k, experts, expert_counts.data(),
                 expert_offsets.data(), expert_fill.data(), slot_rows.data(), slot_weights.data(), entry_slot.data(),
                 active_experts.data(), stream);
-    const float* expert_in = b.experts.w1.quantize_activations ? xq_in : x_in;
+    const float* expert_in = b.experts.w1.quantize_activations ? xq_in.simulated : x_in;
     const int64_t slots = rows * k;
     timer.mark("routed experts", stream);
     // The tensor-core path takes e4m3 activations: only where the reference quantizes them.

@@ -17,6 +17,10 @@
 // (rows * x_width bytes). One kernel quantizes the activations and converts the weight scales;
 // then one cublasLtMatmul per group. The algorithm of each problem shape is chosen once by
 // cuBLASLt's heuristic (host only) and cached.
+//
+// Activations quantized once (Fp8Activations, kernels.h; fp8_activation.cuh): the same GEMM
+// (the same plan, so the same algorithm and bits) on codes and scales made by the caller's one
+// pass; only the weight scales are converted per call, into the scratch's first part.
 #include "cuda/gemm_fp8_tc.h"
 
 #include <cublasLt.h>
@@ -32,6 +36,7 @@
 #include "cuda/blas_lt_plan.h"
 #include "cuda/cuda_check.h"
 #include "cuda/device_common.cuh"
+#include "cuda/fp8_activation.cuh"
 #include "longctx/error.h"
 
 namespace longctx::cuda {
@@ -73,6 +78,34 @@ __global__ void __launch_bounds__(kQuantThreads)
   }
   *reinterpret_cast<uint32_t*>(codes + r * width + b * kBlock + 4 * lane) = packed;
   if (lane == 0) scales[b * rows + r] = scale;
+}
+
+// Warps [0, rows * width / 128) each make one (row, 128-column block) of the view from x (and
+// the simulated copy when asked); see fp8_activation.cuh.
+__global__ void __launch_bounds__(kQuantThreads)
+    quantize_activations_kernel(const float* x, int64_t x_stride, Fp8Activations a, float* simulated,
+                                int64_t simulated_stride) {
+  const int64_t blocks_per_row = a.width / kBlock;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * (kQuantThreads / 32) + threadIdx.x / 32;
+  if (index >= a.rows * blocks_per_row) return;
+  const int64_t r = index / blocks_per_row;
+  const int64_t b = index % blocks_per_row;
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  const float4 loaded = *reinterpret_cast<const float4*>(x + r * x_stride + b * kBlock + 4 * lane);
+  float v[4] = {loaded.x, loaded.y, loaded.z, loaded.w};
+  uint32_t packed = 0;
+  const float scale = fp8_quantize_block(v, &packed);
+  if (simulated != nullptr) {
+    *reinterpret_cast<float4*>(simulated + r * simulated_stride + b * kBlock + 4 * lane) =
+        make_float4(v[0], v[1], v[2], v[3]);
+    if (r >= a.tc_rows) return;  // the tail is the simulated copy's rows
+  }
+  fp8_store_block(a, r, b, lane, v, packed, scale);
+}
+
+__global__ void weight_scales_kernel(const uint8_t* bytes, int64_t count, float* floats) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * kQuantThreads + threadIdx.x;
+  if (i < count) floats[i] = e8m0_to_float(bytes[i]);
 }
 
 using Plan = BlasLtPlan;
@@ -157,67 +190,164 @@ size_t fp8_tc_scratch_bytes(int64_t rows, int64_t x_width) {
          align256(r * (width / kBlock) * sizeof(float)) + align256(r * width);
 }
 
+namespace {
+
+// What a call needs besides the activations, when it qualifies (see fp8_tc_linear in the header).
+struct Fp8Call {
+  int64_t per_group = 0, groups = 0, x_width = 0, k_blocks = 0, weight_scales = 0;
+  float* weight_scale = nullptr;  // scratch, the converted weight scales
+};
+
+bool weight_qualifies(const LinearView& w, int64_t x_group_outputs, const LinearWorkspace& workspace, Fp8Call* call) {
+  if (w.format != kWeightFP8 || w.scale == nullptr || w.out <= 0) return false;
+  if (workspace.blas_handle == nullptr || workspace.blas_workspace == nullptr || workspace.fp8_scratch == nullptr) {
+    return false;
+  }
+  // 128x128 weight-scale rows of in / 128 floats: cuBLASLt wants their stride 16-byte aligned.
+  if (w.in % (4 * kBlock) != 0) return false;
+  call->per_group = x_group_outputs > 0 ? x_group_outputs : w.out;
+  if (x_group_outputs > 0 && (w.out % x_group_outputs != 0 || x_group_outputs % kBlock != 0)) return false;
+  if (call->per_group % 16 != 0 || !aligned16(w.weight)) return false;
+  call->groups = w.out / call->per_group;
+  call->x_width = call->groups * w.in;
+  call->k_blocks = w.in / kBlock;
+  call->weight_scales = (w.out + kBlock - 1) / kBlock * call->k_blocks;
+  if (call->weight_scales > kWeightScaleFloats) return false;
+  call->weight_scale = static_cast<float*>(workspace.fp8_scratch);
+  return true;
+}
+
+// Enqueues the GEMM of each group on codes [rows, x_width] with block-major scales act_scale
+// (the caller holds the cache mutex, has the plan and has converted the weight scales).
+void multiply(const Plan& plan, const LinearView& w, const Fp8Call& call, const uint8_t* codes, const float* act_scale,
+              int64_t rows, float* y, const LinearWorkspace& workspace, cudaStream_t stream) {
+  auto handle = static_cast<cublasLtHandle_t>(workspace.blas_handle);
+  const float alpha = 1.0f, beta = 0.0f;
+  for (int64_t g = 0; g < call.groups; ++g) {
+    const float* a_scale = call.weight_scale + g * (call.per_group / kBlock) * call.k_blocks;
+    const float* b_scale = act_scale + g * call.k_blocks * rows;
+    set_attribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, a_scale);
+    set_attribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, b_scale);
+    const uint8_t* a = w.weight + g * call.per_group * w.in;
+    const uint8_t* b = codes + g * w.in;
+    float* d = y + g * call.per_group;
+    check_blas(cublasLtMatmul(handle, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d, d, plan.d, &plan.algo,
+                              workspace.blas_workspace, workspace.blas_workspace_bytes, stream),
+               "cublasLtMatmul");
+  }
+}
+
+}  // namespace
+
 int64_t fp8_tc_linear(const LinearView& w, const float* x, int64_t x_stride, int64_t all_rows, float* y,
                       int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
                       cudaStream_t stream, int steps) {
   // The activation scales of a row block are a vector of `rows` floats that cuBLASLt wants
   // 16-byte aligned (it offers no algorithm for 777 rows, one for 300).
   const int64_t rows = all_rows / 4 * 4;
-  if (rows <= 0 || w.format != kWeightFP8 || w.scale == nullptr || w.out <= 0) return 0;
-  if (workspace.blas_handle == nullptr || workspace.blas_workspace == nullptr || workspace.fp8_scratch == nullptr) {
-    return 0;
-  }
-  // 128x128 weight-scale rows of in / 128 floats: cuBLASLt wants their stride 16-byte aligned.
-  if (w.in % (4 * kBlock) != 0) return 0;
-  const int64_t per_group = x_group_outputs > 0 ? x_group_outputs : w.out;
-  if (x_group_outputs > 0 && (w.out % x_group_outputs != 0 || x_group_outputs % kBlock != 0)) return 0;
-  if (per_group % 16 != 0) return 0;
-  const int64_t groups = w.out / per_group;
-  const int64_t x_width = groups * w.in;
-  if (!aligned16(x) || x_stride % 4 != 0 || x_stride < x_width) return 0;
-  if (!aligned16(y) || y_stride % 4 != 0 || y_stride < w.out || !aligned16(w.weight)) return 0;
-  const int64_t k_blocks = w.in / kBlock;
-  const int64_t weight_scales = (w.out + kBlock - 1) / kBlock * k_blocks;
-  if (weight_scales > kWeightScaleFloats) return 0;
-  if (fp8_tc_scratch_bytes(rows, x_width) > workspace.fp8_scratch_bytes) return 0;
+  Fp8Call call;
+  if (rows <= 0 || !weight_qualifies(w, x_group_outputs, workspace, &call)) return 0;
+  if (!aligned16(x) || x_stride % 4 != 0 || x_stride < call.x_width) return 0;
+  if (!aligned16(y) || y_stride % 4 != 0 || y_stride < w.out) return 0;
+  if (fp8_tc_scratch_bytes(rows, call.x_width) > workspace.fp8_scratch_bytes) return 0;
 
   uint8_t* scratch = static_cast<uint8_t*>(workspace.fp8_scratch);
-  float* weight_scale = reinterpret_cast<float*>(scratch);
   scratch += align256(static_cast<size_t>(kWeightScaleFloats) * sizeof(float));
   float* act_scale = reinterpret_cast<float*>(scratch);
-  scratch += align256(static_cast<size_t>(rows) * static_cast<size_t>(x_width / kBlock) * sizeof(float));
+  scratch += align256(static_cast<size_t>(rows) * static_cast<size_t>(call.x_width / kBlock) * sizeof(float));
   uint8_t* codes = scratch;
 
   auto handle = static_cast<cublasLtHandle_t>(workspace.blas_handle);
   std::lock_guard<std::mutex> lock(plan_cache().mutex);
-  const Plan& plan = plan_for(handle, per_group, rows, w.in, w.in, x_width, y_stride, workspace.blas_workspace_bytes,
-                              weight_scale, act_scale);
+  const Plan& plan = plan_for(handle, call.per_group, rows, w.in, w.in, call.x_width, y_stride,
+                              workspace.blas_workspace_bytes, call.weight_scale, act_scale);
   if (!plan.ok) return 0;
 
   if (steps & kFp8TcQuantize) {
-    const int64_t warps = rows * (x_width / kBlock);
+    const int64_t warps = rows * (call.x_width / kBlock);
     const int64_t act_blocks = (warps + kQuantThreads / 32 - 1) / (kQuantThreads / 32);
-    const int64_t scale_blocks = (weight_scales + kQuantThreads - 1) / kQuantThreads;
+    const int64_t scale_blocks = (call.weight_scales + kQuantThreads - 1) / kQuantThreads;
     quantize_kernel<<<static_cast<unsigned>(act_blocks + scale_blocks), kQuantThreads, 0, stream>>>(
-        x, rows, x_width, x_stride, codes, act_scale, act_blocks, w.scale, weight_scales, weight_scale);
+        x, rows, call.x_width, x_stride, codes, act_scale, act_blocks, w.scale, call.weight_scales, call.weight_scale);
     LONGCTX_CUDA_CHECK_LAUNCH();
   }
   if (!(steps & kFp8TcMultiply)) return rows;
-
-  const float alpha = 1.0f, beta = 0.0f;
-  for (int64_t g = 0; g < groups; ++g) {
-    const float* a_scale = weight_scale + g * (per_group / kBlock) * k_blocks;
-    const float* b_scale = act_scale + g * k_blocks * rows;
-    set_attribute(plan.desc, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, a_scale);
-    set_attribute(plan.desc, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, b_scale);
-    const uint8_t* a = w.weight + g * per_group * w.in;
-    const uint8_t* b = codes + g * w.in;
-    float* d = y + g * per_group;
-    check_blas(cublasLtMatmul(handle, plan.desc, &alpha, a, plan.a, b, plan.b, &beta, d, plan.d, d, plan.d, &plan.algo,
-                              workspace.blas_workspace, workspace.blas_workspace_bytes, stream),
-               "cublasLtMatmul");
-  }
+  multiply(plan, w, call, codes, act_scale, rows, y, workspace, stream);
   return rows;
+}
+
+size_t fp8_activation_bytes(int64_t rows, int64_t width) {
+  const size_t r = static_cast<size_t>(std::max<int64_t>(rows, 0));
+  const size_t tc = r / 4 * 4;
+  const size_t n = static_cast<size_t>(std::max<int64_t>(width, 0));
+  return align256(tc * n) + align256(tc * (n / kBlock) * sizeof(float)) + (r - tc) * n * sizeof(float);
+}
+
+Fp8Activations fp8_activations_in(void* buffer, int64_t rows, int64_t width) {
+  Fp8Activations a;
+  a.rows = rows;
+  a.tc_rows = rows / 4 * 4;
+  a.width = width;
+  uint8_t* p = static_cast<uint8_t*>(buffer);
+  a.codes = p;
+  p += align256(static_cast<size_t>(a.tc_rows * width));
+  a.scales = reinterpret_cast<float*>(p);
+  p += align256(static_cast<size_t>(a.tc_rows * (width / kBlock)) * sizeof(float));
+  a.tail = reinterpret_cast<float*>(p);
+  a.tail_stride = width;
+  return a;
+}
+
+Fp8Activations fp8_quantize_activations(const float* x, int64_t x_stride, int64_t rows, int64_t width, void* buffer,
+                                        cudaStream_t stream, float* simulated, int64_t simulated_stride) {
+  if (width % kBlock != 0) fail("fp8 activations: row length ", width, " is not a multiple of 128");
+  if (!aligned16(x) || x_stride % 4 != 0 || !aligned16(buffer) ||
+      (simulated != nullptr && (!aligned16(simulated) || simulated_stride % 4 != 0))) {
+    fail("fp8 activations: rows must be 16-byte aligned");
+  }
+  Fp8Activations a = fp8_activations_in(buffer, rows, width);
+  if (simulated != nullptr) {
+    a.tail = simulated + a.tc_rows * simulated_stride;
+    a.tail_stride = simulated_stride;
+  }
+  const int64_t warps = rows * (width / kBlock);
+  if (warps <= 0) return a;
+  const int64_t blocks = (warps + kQuantThreads / 32 - 1) / (kQuantThreads / 32);
+  quantize_activations_kernel<<<static_cast<unsigned>(blocks), kQuantThreads, 0, stream>>>(x, x_stride, a, simulated,
+                                                                                           simulated_stride);
+  LONGCTX_CUDA_CHECK_LAUNCH();
+  return a;
+}
+
+bool fp8_tc_supported(const LinearView& w, int64_t rows, const LinearWorkspace& workspace) {
+  const int64_t tc_rows = rows / 4 * 4;
+  Fp8Call call;
+  if (tc_rows <= 0 || !weight_qualifies(w, 0, workspace, &call)) return false;
+  if (fp8_tc_scratch_bytes(0, 0) > workspace.fp8_scratch_bytes) return false;
+  // y rows of w.out floats (linear_fp8's callers' layout); the scale pointers are set per call.
+  std::lock_guard<std::mutex> lock(plan_cache().mutex);
+  const float* scales = call.weight_scale;
+  return plan_for(static_cast<cublasLtHandle_t>(workspace.blas_handle), call.per_group, tc_rows, w.in, w.in, w.in,
+                  w.out, workspace.blas_workspace_bytes, scales, scales)
+      .ok;
+}
+
+int64_t fp8_tc_multiply(const LinearView& w, const Fp8Activations& x, float* y, int64_t y_stride,
+                        const LinearWorkspace& workspace, cudaStream_t stream) {
+  Fp8Call call;
+  if (x.tc_rows <= 0 || !weight_qualifies(w, 0, workspace, &call) || x.width != w.in) return 0;
+  if (!aligned16(y) || y_stride % 4 != 0 || y_stride < w.out || !aligned16(x.codes) || !aligned16(x.scales)) return 0;
+  if (fp8_tc_scratch_bytes(0, 0) > workspace.fp8_scratch_bytes) return 0;
+  auto handle = static_cast<cublasLtHandle_t>(workspace.blas_handle);
+  std::lock_guard<std::mutex> lock(plan_cache().mutex);
+  const Plan& plan = plan_for(handle, call.per_group, x.tc_rows, w.in, w.in, w.in, y_stride,
+                              workspace.blas_workspace_bytes, call.weight_scale, x.scales);
+  if (!plan.ok) return 0;
+  weight_scales_kernel<<<static_cast<unsigned>((call.weight_scales + kQuantThreads - 1) / kQuantThreads), kQuantThreads,
+                         0, stream>>>(w.scale, call.weight_scales, call.weight_scale);
+  LONGCTX_CUDA_CHECK_LAUNCH();
+  multiply(plan, w, call, x.codes, x.scales, x.tc_rows, y, workspace, stream);
+  return x.tc_rows;
 }
 
 }  // namespace longctx::cuda

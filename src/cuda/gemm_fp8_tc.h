@@ -58,4 +58,15 @@ int64_t fp8_tc_linear(const LinearView& w, const float* x, int64_t x_stride, int
                       int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
                       cudaStream_t stream, int steps = kFp8TcAll);
 
+// The tensor-core GEMM on activations quantized once (Fp8Activations, kernels.h): whether a
+// weight qualifies for `rows` rows (as fp8_tc_linear on an input of w.in floats per row, y rows of
+// w.out floats; the plan is looked up here, host only, nothing enqueued), and the GEMM of the
+// first x.tc_rows rows (converts w's scales into the scratch's first part, then one
+// cublasLtMatmul; 0, having enqueued nothing, when the call does not qualify). The bits of
+// fp8_tc_linear on fp8_simulate_rows(x): the same plan on the same codes and scales.
+// linear_fp8 (kernels.h) adds the tail rows.
+bool fp8_tc_supported(const LinearView& w, int64_t rows, const LinearWorkspace& workspace);
+int64_t fp8_tc_multiply(const LinearView& w, const Fp8Activations& x, float* y, int64_t y_stride,
+                        const LinearWorkspace& workspace, cudaStream_t stream);
+
 }  // namespace longctx::cuda

@@ -89,6 +89,46 @@ void linear(const LinearView& w, const float* x, int64_t x_stride, int64_t rows,
             int64_t y_stride, int64_t x_group_outputs, const LinearWorkspace& workspace,
             cudaStream_t stream);
 
+// ---- fp8 activations quantized once (fast mode)
+// The e4m3 form of one fp32 activation tensor x [rows, width] (width % 128 == 0) for the fp8
+// tensor-core GEMM (gemm_fp8_tc.h), made by one pass over x and shared by every fp8 linear that
+// reads x. The codes and scales are exactly those the GEMM's own quantization finds in
+// fp8_simulate_rows(x), and the tail rows exactly that simulation, so a linear on this view
+// gives the bits of linear() on the simulated copy.
+//  - rows [0, tc_rows), tc_rows = rows / 4 * 4 (cuBLASLt wants the scale vectors 16-byte
+//    aligned): codes [tc_rows, width] e4m3 row-major; scales fp32 powers of two, block-major:
+//    the scale of row r, block b at scales[b * tc_rows + r];
+//  - rows [tc_rows, rows) (0 to 3, for the fp32 kernels): fp8-simulated fp32 at
+//    tail + (r - tc_rows) * tail_stride.
+// Producers: fp8_quantize_activations (from x), rms_norm_quantize_rows (q_norm),
+// swiglu_quantize (the shared expert's hidden). Consumer: linear_fp8.
+struct Fp8Activations {
+  uint8_t* codes = nullptr;
+  float* scales = nullptr;
+  float* tail = nullptr;
+  int64_t tail_stride = 0;
+  int64_t rows = 0;
+  int64_t tc_rows = 0;
+  int64_t width = 0;
+};
+// Bytes of the buffer that holds the view of `rows` rows of `width` (codes, scales, tail).
+size_t fp8_activation_bytes(int64_t rows, int64_t width);
+// The view's pointers into `buffer` (256-byte aligned, fp8_activation_bytes(rows, width)).
+Fp8Activations fp8_activations_in(void* buffer, int64_t rows, int64_t width);
+// One pass over x (row stride x_stride, 16-byte aligned rows) into the view in `buffer`. With
+// `simulated` (row stride simulated_stride), the fp8-simulated copy of every row is written too,
+// bitwise fp8_simulate_rows(x) (for the routed experts), and holds the view's tail rows.
+Fp8Activations fp8_quantize_activations(const float* x, int64_t x_stride, int64_t rows, int64_t width,
+                                        void* buffer, cudaStream_t stream, float* simulated = nullptr,
+                                        int64_t simulated_stride = 0);
+// y = x W^T for an fp8 weight on quantized activations: the tensor-core GEMM on the first
+// tc_rows rows, the fp32 kernels on the tail, as linear() splits the rows. The bits of
+// linear(w, fp8_simulate_rows(x), ...) with the same workspace. The caller checks
+// fp8_tc_supported(w, x.rows, workspace) first (fails otherwise: codes alone cannot feed the
+// fp32 kernels). Ignores tensor_core_min_rows.
+void linear_fp8(const LinearView& w, const Fp8Activations& x, float* y, int64_t y_stride,
+                const LinearWorkspace& workspace, cudaStream_t stream);
+
 // Expert groups: group g owns output slots [offsets[g], offsets[g] + counts[g]) (device arrays);
 // slot s reads x row x_rows[s] and writes y row s. total_slots bounds the slots. group_list
 // (optional, device, >= min(groups, total_slots) entries) lists the busy groups, -1 after the
@@ -123,6 +163,12 @@ void embedding(const uint16_t* table, int64_t hidden, const int32_t* tokens, int
 // out[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * weight (weight may be null); out may alias x.
 void rms_norm_rows(const float* x, int64_t rows, int64_t n, int64_t stride, const float* weight,
                    float eps, float* out, cudaStream_t stream);
+// rms_norm_rows (the same bits) straight into fp8 form: the view of the normed rows in `buffer`
+// (fp8_activation_bytes(rows, n); n % 128 == 0, 16-byte aligned rows), one pass over x. `out`
+// (may alias x, may be null) also gets the normed fp32 rows.
+Fp8Activations rms_norm_quantize_rows(const float* x, int64_t rows, int64_t n, int64_t stride,
+                                      const float* weight, float eps, void* buffer, float* out,
+                                      cudaStream_t stream);
 // streams[r, j, :] = e[r, :] + h[r * hc + j, :].
 void add_projected_streams(const float* e, const float* h, int64_t rows, int hc, int64_t hidden,
                            float* streams, cudaStream_t stream);
@@ -301,6 +347,11 @@ void moe_permute(const int32_t* experts, const float* weights, int64_t rows, int
 // out = silu(min(gate, L)) * clamp(up, -L, L) (* row_weights[r]); L <= 0: no clamp.
 void swiglu(const float* gate, const float* up, int64_t rows, int64_t inter,
             const float* row_weights, float limit, float* out, cudaStream_t stream);
+// swiglu (the same bits) straight into fp8 form, for an fp8 down projection: the view of
+// out [rows, inter] in `buffer` (fp8_activation_bytes(rows, inter); inter % 128 == 0), with no
+// fp32 copy written.
+Fp8Activations swiglu_quantize(const float* gate, const float* up, int64_t rows, int64_t inter,
+                               const float* row_weights, float limit, void* buffer, cudaStream_t stream);
 // out[r] = sum over the row's experts in ascending id of slot_out[slot], then + shared[r].
 void moe_combine(const float* slot_out, const int32_t* entry_slot, const int32_t* experts,
                  int64_t rows, int k, int64_t hidden, const float* shared, float* out,

@@ -1018,6 +1018,23 @@ void linear(const LinearView& w, const float* x, int64_t x_stride, int64_t rows,
   launch(a, w.format, 1, rows, 1, workspace, stream);
 }
 
+void linear_fp8(const LinearView& w, const Fp8Activations& x, float* y, int64_t y_stride,
+                const LinearWorkspace& workspace, cudaStream_t stream) {
+  if (x.rows <= 0) return;
+  if (x.width != w.in) fail("CUDA linear_fp8: activations of width ", x.width, " for a weight of in ", w.in);
+  if (x.tc_rows > 0 && fp8_tc_multiply(w, x, y, y_stride, workspace, stream) != x.tc_rows) {
+    fail("CUDA linear_fp8: the tensor-core GEMM does not take this call (check fp8_tc_supported first)");
+  }
+  // The tail on the fp32 kernels, from its fp8-simulated rows (as linear() gives them the rows past
+  // the tensor cores' multiple of 4).
+  const int64_t tail = x.rows - x.tc_rows;
+  if (tail <= 0) return;
+  LinearArgs a = base_args(w, x.tail, x.tail_stride, y + x.tc_rows * y_stride, y_stride);
+  a.rows = tail;
+  a.total_rows = tail;
+  launch(a, w.format, 1, tail, 1, workspace, stream);
+}
+
 void grouped_linear(const LinearView& w, int groups, const int32_t* offsets, const int32_t* counts,
                     int64_t total_slots, const float* x, int64_t x_stride, const int32_t* x_rows,
                     float* y, int64_t y_stride, const LinearWorkspace& workspace,

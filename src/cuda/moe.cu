@@ -8,9 +8,12 @@
 // Slot order inside an expert comes from atomics and is not deterministic, but it does not
 // matter: every slot's GEMM output is computed independently with a fixed reduction order, and
 // moe_combine adds a row's experts in ascending expert id (then j), as the CPU reference does.
+// The fp8 form of the SwiGLU (swiglu_quantize, Fp8Activations in kernels.h): one warp per
+// (row, 128-column block), lane l on columns 4l..4l+3, the same per-element arithmetic.
 #include "cuda/cuda_check.h"
 #include "cuda/dependent_launch.cuh"
 #include "cuda/device_common.cuh"
+#include "cuda/fp8_activation.cuh"
 #include "longctx/error.h"
 
 namespace longctx::cuda {
@@ -129,20 +132,47 @@ __global__ void scatter_kernel(const int32_t* experts, const float* weights, int
   entry_slot[i] = slot;
 }
 
+// One SwiGLU output (both kernels: the same bits).
+__device__ __forceinline__ float swiglu_value(float g, float u, float limit) {
+  if (limit > 0.0f) {
+    g = fminf(g, limit);
+    u = fminf(fmaxf(u, -limit), limit);
+  }
+  return __fmul_rn(g / (1.0f + expf(-g)), u);
+}
+
 __global__ void swiglu_kernel(const float* gate, const float* up, int64_t rows, int64_t inter,
                               const float* row_weights, float limit, float* out) {
   begin_dependent_kernel();
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= rows * inter) return;
-  float g = gate[index];
-  float u = up[index];
-  if (limit > 0.0f) {
-    g = fminf(g, limit);
-    u = fminf(fmaxf(u, -limit), limit);
-  }
-  float h = __fmul_rn(g / (1.0f + expf(-g)), u);
+  float h = swiglu_value(gate[index], up[index], limit);
   if (row_weights != nullptr) h = __fmul_rn(row_weights[index / inter], h);
   out[index] = h;
+}
+
+__global__ void swiglu_quantize_kernel(const float* gate, const float* up, int64_t rows, int64_t inter,
+                                       const float* row_weights, float limit, Fp8Activations a) {
+  begin_dependent_kernel();
+  const int64_t blocks_per_row = inter / 128;
+  const int64_t index = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (index >= rows * blocks_per_row) return;
+  const int64_t r = index / blocks_per_row;
+  const int64_t b = index % blocks_per_row;
+  const int lane = static_cast<int>(threadIdx.x & 31);
+  const int64_t at = r * inter + b * 128 + 4 * lane;
+  const float4 g = *reinterpret_cast<const float4*>(gate + at);
+  const float4 u = *reinterpret_cast<const float4*>(up + at);
+  float v[4] = {swiglu_value(g.x, u.x, limit), swiglu_value(g.y, u.y, limit), swiglu_value(g.z, u.z, limit),
+                swiglu_value(g.w, u.w, limit)};
+  if (row_weights != nullptr) {
+    const float weight = row_weights[r];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) v[i] = __fmul_rn(weight, v[i]);
+  }
+  uint32_t packed = 0;
+  const float scale = fp8_quantize_block(v, &packed);
+  fp8_store_block(a, r, b, lane, v, packed, scale);
 }
 
 __global__ void combine_kernel(const float* slot_out, const int32_t* entry_slot, const int32_t* experts,
@@ -211,6 +241,19 @@ void swiglu(const float* gate, const float* up, int64_t rows, int64_t inter,
   if (n <= 0) return;
   launch_dependent(swiglu_kernel, ceil_div_u(n, 256), 256, 0, stream, gate, up, rows, inter, row_weights, limit, out);
   LONGCTX_CUDA_CHECK_LAUNCH();
+}
+
+Fp8Activations swiglu_quantize(const float* gate, const float* up, int64_t rows, int64_t inter,
+                               const float* row_weights, float limit, void* buffer, cudaStream_t stream) {
+  if (inter % 128 != 0 || reinterpret_cast<uintptr_t>(gate) % 16 != 0 || reinterpret_cast<uintptr_t>(up) % 16 != 0) {
+    fail("SwiGLU to fp8: rows of ", inter, " floats must be 128-float blocks, 16-byte aligned");
+  }
+  const Fp8Activations a = fp8_activations_in(buffer, rows, inter);
+  const int64_t warps = rows * (inter / 128);
+  if (warps <= 0) return a;
+  launch_dependent(swiglu_quantize_kernel, ceil_div_u(warps, 8), 256, 0, stream, gate, up, rows, inter, row_weights, limit, a);
+  LONGCTX_CUDA_CHECK_LAUNCH();
+  return a;
 }
 
 void moe_combine(const float* slot_out, const int32_t* entry_slot, const int32_t* experts,

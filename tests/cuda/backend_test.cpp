@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 
 #include "cuda/cuda_backend.h"
@@ -113,6 +114,20 @@ class CudaBackendTest : public ::testing::Test {
       position += size;
     }
     return logits;
+  }
+
+  // A model whose every fp8 linear takes the tensor-core GEMM in the fast mode (inputs of 512:
+  // hidden, q_lora, inter, o_groups x o_lora; the tiny preset's 128 are below its minimum).
+  static std::shared_ptr<const LoadedModel> fp8_wide_model() {
+    static const auto model = [] {
+      ModelConfig c = test_model_preset("tiny", 3);
+      c.hidden_size = 512;
+      c.q_lora_rank = 512;
+      c.moe_intermediate_size = 512;
+      c.o_lora_rank = 256;
+      return std::make_shared<const LoadedModel>(testing::test_model_dir("cuda-fp8-codes", c, 5));
+    }();
+    return model;
   }
 
   static std::vector<int32_t> prefix(size_t n) { return {tokens_.begin(), tokens_.begin() + static_cast<long>(n)}; }
@@ -269,7 +284,31 @@ TEST_F(CudaBackendTest, OverlappedStreamsGiveTheSameBitsAsOneStream) {
   for (const bool batch_invariant : {true, false}) {
     both(probe_, prefix(300), {130, 70}, batch_invariant);  // then 100 decode steps (graphs)
     both(tiny_, prefix(200), {150}, batch_invariant);       // fp8/fp4: the shared expert's fp8 path
+    both(fp8_wide_model(), random_tokens(199, 17, static_cast<int32_t>(fp8_wide_model()->config().vocab_size)),
+         {130, 66}, batch_invariant);  // fp8 linears on tensor cores in both lanes, bf16 split GEMMs
   }
+}
+
+// Fast mode: the fp8 linears' inputs quantized once to e4m3 codes (one pass, shared by wq_a + wkv,
+// wq_b + indexer wq_b, shared w1 + w3; q_norm and the shared SwiGLU emitting codes) give the bits
+// of the fp8-simulated copies they replace (LONGCTX_CUDA_FP8_CODES=0). A model whose every fp8
+// linear takes the tensor-core GEMM (inputs of 512: hidden, q_lora, inter, o_groups x o_lora),
+// prefill steps of 130 and 66 rows (rows % 4 = 2 on the fp32 kernels), then decode; MTP too.
+TEST_F(CudaBackendTest, Fp8CodesGiveTheBitsOfSimulatedCopies) {
+  const auto model = fp8_wide_model();
+  const ModelConfig& c = model->config();
+  const std::vector<int32_t> tokens = random_tokens(199, 17, static_cast<int32_t>(c.vocab_size));
+  const std::vector<int64_t> steps = {130, 66};
+  std::vector<float> mtp_codes, mtp_copies;
+  const std::vector<float> codes = run(model, "cuda", tokens, steps, {}, &mtp_codes, /*batch_invariant=*/false);
+  setenv("LONGCTX_CUDA_FP8_CODES", "0", 1);
+  const std::vector<float> copies = run(model, "cuda", tokens, steps, {}, &mtp_copies, false);
+  unsetenv("LONGCTX_CUDA_FP8_CODES");
+  ASSERT_EQ(codes.size(), tokens.size() * static_cast<size_t>(c.vocab_size));
+  EXPECT_EQ(codes, copies);
+  EXPECT_EQ(mtp_codes, mtp_copies);
+  // The tensor cores did run (another summation order than the batch-invariant kernels).
+  EXPECT_NE(codes, run(model, "cuda", tokens, steps, {}, nullptr, true));
 }
 
 TEST_F(CudaBackendTest, MtpMatchesCpu) {
