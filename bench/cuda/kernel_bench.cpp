@@ -783,8 +783,8 @@ class KernelBench {
   // Times w1, w3 (on the tokens, gathered) and w2 (on the slots) of `experts` stacked fp4 experts
   // for each token count, each token picking k distinct experts uniformly (a balanced router:
   // uneven counts by chance), on the fp32 kernels (tensor_core_min_rows = 0, unless `fp32` is
-  // false) and, with `tensor_cores`, on the tensor-core path too: fp4 converted inside the GEMM
-  // (the default) and by the older conversion pass (A/B).
+  // false) and, with `tensor_cores`, on the tensor-core path too: as dispatched, and with fp4
+  // converted inside the GEMM and by the conversion pass (A/B).
   void moe_cases(const std::string& model, int64_t experts, const std::vector<int64_t>& token_counts,
                  bool tensor_cores, bool fp32 = true) {
     const ModelConfig c = test_model_preset(model, 4);
@@ -837,19 +837,19 @@ class KernelBench {
                  3.0 * static_cast<double>(slots * inter) + static_cast<double>(slots * hidden));
       const double flops =
           2.0 * 3.0 * static_cast<double>(slots) * static_cast<double>(inter * hidden);
-      // convert_fp4: grouped_linear_tc with the conversion pass, not the dispatcher.
+      // fp4 kAuto: the dispatcher; kInGemm / kPass: grouped_linear_tc forced to one conversion.
       const auto time = [&](const LinearWorkspace& workspace, const std::string& path,
-                            bool convert_fp4 = false) {
+                            Fp4Conversion fp4 = Fp4Conversion::kAuto) {
         const auto call = [&](const DeviceMatrix& w, const float* in, int64_t in_width,
                               const int32_t* rows, float* y, int64_t y_width) {
-          if (!convert_fp4) {
+          if (fp4 == Fp4Conversion::kAuto) {
             grouped_linear(w.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(),
                            slots, in, in_width, rows, y, y_width, workspace, nullptr,
                            d_busy.data());
           } else if (!grouped_linear_tc(w.view, static_cast<int>(experts), d_offsets.data(),
                                         d_counts.data(), slots, in, in_width, rows, y, y_width,
-                                        workspace, nullptr, d_busy.data(), true)) {
-            throw Error("bench moe: the fp4 conversion pass declined");
+                                        workspace, nullptr, d_busy.data(), fp4)) {
+            throw Error("bench moe: grouped_linear_tc declined");
           }
         };
         const double ms = timer_.median_ms([&] {
@@ -863,14 +863,16 @@ class KernelBench {
                    ms, weight_bytes + activation_bytes, flops, Peak::kFP8);
       };
       if (tensor_cores) {
-        const auto scratch = [&](bool convert_fp4) {
-          return std::max(grouped_linear_tc_scratch_bytes(w1.view, static_cast<int>(experts),
-                                                          slots, convert_fp4),
-                          grouped_linear_tc_scratch_bytes(w2.view, static_cast<int>(experts),
-                                                          slots, convert_fp4));
+        const auto scratch = [&](Fp4Conversion fp4) {
+          return std::max(
+              grouped_linear_tc_scratch_bytes(w1.view, static_cast<int>(experts), slots, fp4),
+              grouped_linear_tc_scratch_bytes(w2.view, static_cast<int>(experts), slots, fp4));
         };
-        time(tensor_core_workspace(scratch(false)), ", tensor cores");
-        time(tensor_core_workspace(scratch(true)), ", TC, fp4 conversion pass", true);
+        time(tensor_core_workspace(scratch(Fp4Conversion::kAuto)), ", tensor cores");
+        time(tensor_core_workspace(scratch(Fp4Conversion::kInGemm)), ", TC, fp4 in GEMM",
+             Fp4Conversion::kInGemm);
+        time(tensor_core_workspace(scratch(Fp4Conversion::kPass)), ", TC, fp4 conversion pass",
+             Fp4Conversion::kPass);
       }
       if (fp32) time(workspace_, tensor_cores ? ", fp32 SIMT" : "");
     }

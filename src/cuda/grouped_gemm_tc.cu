@@ -16,10 +16,11 @@
 //    product is exact; beyond 14 binades (never seen in trained weights) the small block rounds
 //    to nearest e4m3. The codes come from a table per shift (8 magnitudes, the float
 //    conversion below, sign bit ORed: the conversion is sign-symmetric, -0 included).
-//    The older path (LONGCTX_CUDA_TC_FP4_CONVERT=1, the `convert_fp4` argument, and the
-//    mma.sync variant) runs convert_fp4_kernel first: batches of 8 groups rewritten as e4m3
-//    wq [batch, out, in] + float scales ws [batch, in / 128, out] in scratch, the same codes and
-//    scales, read by the GEMM below like fp8 weights; bitwise the same results.
+//    The conversion pass (Fp4Conversion::kPass; kAuto with many rows per group, where it is
+//    faster: see grouped_linear_tc; always with the mma.sync variant) runs convert_fp4_kernel
+//    first: batches of 8 groups rewritten as e4m3 wq [batch, out, in] + float scales
+//    ws [batch, in / 128, out] in scratch, the same codes and scales, read by the GEMM below
+//    like fp8 weights; bitwise the same results.
 //  - fp8 weights (e4m3 [out, in], e8m0 scales [ceil(out / 128), in / 128]) are read as stored.
 //  - y fp32 [slots, out] (row stride y_stride).
 //
@@ -62,6 +63,9 @@ constexpr int kSharedBytes = kStages * kStageBytes + 1024;  // + alignment of th
 constexpr int kMaxBatch = 256;     // groups per GEMM launch (the shared group table)
 constexpr int kConvertBatch = 8;   // fp4 groups converted per launch (scratch)
 constexpr int kMinRowsPerGroup = 16;
+// Fp4Conversion::kAuto: the conversion pass from this many slots per group on (H100, bench
+// kernels --only moe: in-GEMM conversion re-converts a weight tile for every 128-row tile).
+constexpr int64_t kFp4PassMinRowsPerGroup = 768;
 // The fused fp4 kernel: a stage holds the A tile, the packed fp4 of the B tile, one copy of its
 // row's scale word per thread and the A scales; the converted B tiles and their scales live
 // outside the stages, double-buffered.
@@ -602,20 +606,24 @@ bool mma_sync_requested() {
   static const bool requested = env_flag("LONGCTX_CUDA_TC_MMA_SYNC");
   return requested;
 }
-// fp4 weights read by the GEMM itself, unless the conversion pass is asked for (the argument, or
-// LONGCTX_CUDA_TC_FP4_CONVERT=1 for A/B runs), the mma.sync kernel runs, or the weights do not
-// allow 16-byte copies.
-bool fp4_fused(const LinearView& w, bool convert_fp4) {
-  static const bool convert_requested = env_flag("LONGCTX_CUDA_TC_FP4_CONVERT");
-  return w.format == kWeightFP4 && !convert_fp4 && !convert_requested && !mma_sync_requested() &&
-         aligned(w.weight, 16) && w.group_weight_bytes % 16 == 0;
+// Whether fp4 weights go through the conversion pass: asked for, kAuto with at least
+// kFp4PassMinRowsPerGroup slots per group (LONGCTX_CUDA_TC_FP4_PASS_ROWS overrides), the
+// mma.sync kernel, or weights that do not allow the fused kernel's 16-byte copies.
+bool fp4_pass(const LinearView& w, int groups, int64_t total_slots, Fp4Conversion mode) {
+  static const int64_t pass_rows = [] {
+    const char* text = std::getenv("LONGCTX_CUDA_TC_FP4_PASS_ROWS");
+    return text != nullptr && text[0] != '\0' ? std::atoll(text) : kFp4PassMinRowsPerGroup;
+  }();
+  if (mode == Fp4Conversion::kPass || mma_sync_requested()) return true;
+  if (!aligned(w.weight, 16) || w.group_weight_bytes % 16 != 0) return true;
+  return mode == Fp4Conversion::kAuto && total_slots >= pass_rows * std::max(groups, 1);
 }
 
 }  // namespace
 
-size_t grouped_linear_tc_scratch_bytes(const LinearView& w, int groups, int64_t total_slots, bool convert_fp4) {
+size_t grouped_linear_tc_scratch_bytes(const LinearView& w, int groups, int64_t total_slots, Fp4Conversion fp4) {
   size_t bytes = activation_bytes(w, total_slots);
-  if (w.format == kWeightFP4 && !fp4_fused(w, convert_fp4)) {
+  if (w.format == kWeightFP4 && fp4_pass(w, groups, total_slots, fp4)) {
     bytes += converted_group_bytes(w) * static_cast<size_t>(std::min(groups, kConvertBatch));
   }
   return bytes;
@@ -624,10 +632,8 @@ size_t grouped_linear_tc_scratch_bytes(const LinearView& w, int groups, int64_t 
 bool grouped_linear_tc(const LinearView& w, int groups, const int32_t* offsets, const int32_t* counts,
                        int64_t total_slots, const float* x, int64_t x_stride, const int32_t* x_rows, float* y,
                        int64_t y_stride, const LinearWorkspace& workspace, cudaStream_t stream,
-                       const int32_t* group_list, bool convert_fp4) {
+                       const int32_t* group_list, Fp4Conversion fp4_mode) {
   const bool fp4 = w.format == kWeightFP4;
-  const bool fused = fp4_fused(w, convert_fp4);
-  const bool convert = fp4 && !fused;
   if (!fp4 && w.format != kWeightFP8) return false;
   if (w.in % kBK != 0 || w.out % 2 != 0 || y_stride % 2 != 0 || !aligned(y, 8)) return false;
   if (x_stride % 4 != 0 || !aligned(x, 16) || w.scale == nullptr) return false;
@@ -638,9 +644,18 @@ bool grouped_linear_tc(const LinearView& w, int groups, const int32_t* offsets, 
   if (!fp4 && (!aligned(w.weight, 16) || w.group_weight_bytes % 16 != 0)) return false;
   if (total_slots >= (int64_t{1} << 31) || w.out * w.in >= (int64_t{1} << 40)) return false;
   const size_t act = activation_bytes(w, total_slots);
-  if (workspace.tc_scratch == nullptr || workspace.tc_scratch_bytes < act + (convert ? converted_group_bytes(w) : 0)) {
-    return false;
+  if (workspace.tc_scratch == nullptr || workspace.tc_scratch_bytes < act) return false;
+  // kAuto takes the pass only with scratch for one converted group at least.
+  bool convert = fp4 && fp4_pass(w, groups, total_slots, fp4_mode);
+  const bool pass_fits = workspace.tc_scratch_bytes >= act + converted_group_bytes(w);
+  if (convert && !pass_fits) {
+    if (fp4_mode != Fp4Conversion::kAuto || !aligned(w.weight, 16) || w.group_weight_bytes % 16 != 0 ||
+        mma_sync_requested()) {
+      return false;
+    }
+    convert = false;
   }
+  const bool fused = fp4 && !convert;
   const int group_slots = group_list != nullptr ? static_cast<int>(std::min<int64_t>(groups, total_slots)) : groups;
   // Few rows per expert (decode over many experts): streaming the weights once (the GEMV path)
   // beats converting and re-reading them; 16 is about where the GEMM's arithmetic wins.

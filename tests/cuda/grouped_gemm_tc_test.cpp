@@ -8,8 +8,8 @@
 // reason the reference's fp8 GEMM promotes every 128): measured max |y - ref| / max |ref| on the
 // H100 3.4e-4 (fp4 2.97e-4..3.1e-4, fp8 2.7e-4..3.4e-4; 1.2e-4 in the scale-spread test), so
 // 1e-3. The mma.sync variant (LONGCTX_CUDA_TC_MMA_SYNC=1, run on fp16 HMMA) measured 1.4e-7.
-// fp4 experts are converted to e4m3 inside the GEMM; the older conversion pass (convert_fp4)
-// must give the same bits: compared bitwise on the device (a host emulation could check the
+// fp4 experts are converted to e4m3 inside the GEMM or by a conversion pass (Fp4Conversion);
+// the two must give the same bits: compared bitwise on the device (a host emulation could check the
 // codes but not the tensor cores' accumulation, whose bits are the point).
 #include <gtest/gtest.h>
 
@@ -39,6 +39,8 @@ using cuda_test::random_linear;
 using cuda_test::relative_error;
 
 constexpr double kTolerance = 1e-3;
+constexpr cuda::Fp4Conversion kInGemm = cuda::Fp4Conversion::kInGemm;
+constexpr cuda::Fp4Conversion kPass = cuda::Fp4Conversion::kPass;
 
 // Stacked experts in stored format, on the host and the device.
 struct Experts {
@@ -146,12 +148,13 @@ std::vector<float> run(const Experts& experts, const Routing& routing, const Dev
 // test if the path declined.
 std::vector<float> run_tc(const Experts& experts, const Routing& routing, const DeviceBuffer<float>& x,
                           const cuda::LinearWorkspace& workspace, bool busy_list, bool convert_fp4) {
+  const cuda::Fp4Conversion mode = convert_fp4 ? cuda::Fp4Conversion::kPass : cuda::Fp4Conversion::kInGemm;
   const int64_t out = experts.view.out;
   DeviceBuffer<float> y = cuda_test::poisoned(static_cast<size_t>(routing.slots() * out));
   const bool ran = cuda::grouped_linear_tc(experts.view, static_cast<int>(routing.counts.size()),
                                            routing.d_offsets.data(), routing.d_counts.data(), routing.slots(),
                                            x.data(), experts.view.in, routing.d_rows.data(), y.data(), out, workspace,
-                                           nullptr, busy_list ? routing.d_busy.data() : nullptr, convert_fp4);
+                                           nullptr, busy_list ? routing.d_busy.data() : nullptr, mode);
   EXPECT_TRUE(ran) << "grouped_linear_tc declined" << (convert_fp4 ? " (conversion pass)" : "");
   LONGCTX_CUDA_CHECK(cudaGetLastError());
   return download(y, y.size());
@@ -210,9 +213,9 @@ TEST(CudaGroupedTc, MatchesCpuWithUnevenExpertsGatherAndBusyList) {
     // fp4 through the conversion pass with scratch for only 3 converted experts at a time:
     // more batches, the same bits as in-GEMM conversion.
     if (c.format == WeightFormat::kFP4) {
-      const size_t one = cuda::grouped_linear_tc_scratch_bytes(experts.view, 1, routing.slots(), true) -
-                         cuda::grouped_linear_tc_scratch_bytes(experts.view, 0, routing.slots(), true);
-      const size_t small = cuda::grouped_linear_tc_scratch_bytes(experts.view, 0, routing.slots(), true) + 3 * one;
+      const size_t one = cuda::grouped_linear_tc_scratch_bytes(experts.view, 1, routing.slots(), kPass) -
+                         cuda::grouped_linear_tc_scratch_bytes(experts.view, 0, routing.slots(), kPass);
+      const size_t small = cuda::grouped_linear_tc_scratch_bytes(experts.view, 0, routing.slots(), kPass) + 3 * one;
       EXPECT_GT(one, 0u);
       const std::vector<float> a = run(experts, routing, dx, scratch.view(1, bytes), true);
       const std::vector<float> b = run_tc(experts, routing, dx, scratch.view(1, small), true, true);
@@ -280,12 +283,14 @@ TEST(CudaGroupedTc, Fp4InGemmConversionMatchesConversionPassBitwise) {
     const Routing routing(shape.per_expert, 400, seed + 1);
     const DeviceBuffer<float> dx = to_device(simulated_activations(routing.tokens, shape.in, seed + 2));
     seed += 10;
-    const size_t fused_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, count, routing.slots());
-    const size_t converted_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, count, routing.slots(), true);
-    // The in-GEMM conversion needs the activations' scratch only.
+    const size_t fused_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, count, routing.slots(), kInGemm);
+    const size_t converted_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, count, routing.slots(), kPass);
+    // The in-GEMM conversion needs the activations' scratch only; kAuto picks it here (few rows
+    // per group).
+    EXPECT_EQ(cuda::grouped_linear_tc_scratch_bytes(experts.view, count, routing.slots()), fused_bytes);
     EXPECT_EQ(converted_bytes - fused_bytes,
               static_cast<size_t>(std::min(count, 8)) *
-                  (cuda::grouped_linear_tc_scratch_bytes(experts.view, 1, routing.slots(), true) - fused_bytes));
+                  (cuda::grouped_linear_tc_scratch_bytes(experts.view, 1, routing.slots(), kPass) - fused_bytes));
     for (const bool busy_list : {false, true}) {
       const std::vector<float> a = run_tc(experts, routing, dx, fused.view(1, fused_bytes), busy_list, false);
       const std::vector<float> b = run_tc(experts, routing, dx, converted.view(1, converted_bytes), busy_list, true);
@@ -315,8 +320,8 @@ TEST(CudaGroupedTc, Fp4ScaleSpreadBeyondExactRangeMatchesConversionPassBitwise) 
   experts.upload_scales();
   const Routing routing({150, 0, 70}, 120, 92);
   const DeviceBuffer<float> dx = to_device(simulated_activations(routing.tokens, in, 93));
-  const size_t fused_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, 3, routing.slots());
-  const size_t converted_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, 3, routing.slots(), true);
+  const size_t fused_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, 3, routing.slots(), kInGemm);
+  const size_t converted_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, 3, routing.slots(), kPass);
   const std::vector<float> a = run_tc(experts, routing, dx, fused.view(1, fused_bytes), true, false);
   const std::vector<float> b = run_tc(experts, routing, dx, converted.view(1, converted_bytes), true, true);
   EXPECT_TRUE(same_bits(a, b));
@@ -344,6 +349,22 @@ TEST(CudaGroupedTc, DispatchThresholdAndFallbacks) {
   EXPECT_LE(relative_error(at, old_path), kTolerance);
   // Too little scratch: the fp32 kernels.
   EXPECT_TRUE(same_bits(run(experts, routing, dx, scratch.view(1, bytes / 4), true), old_path));
+  // Many rows per group (1000 here): kAuto sizes scratch for the conversion pass and takes it;
+  // with only the activations' scratch it converts inside the GEMM. The same bits either way.
+  {
+    const Experts deep(WeightFormat::kFP4, 2, 256, 256, 504);
+    const Routing many({1000, 1000}, 1500, 505);
+    const DeviceBuffer<float> dxm = to_device(simulated_activations(many.tokens, 256, 506));
+    const size_t auto_bytes = cuda::grouped_linear_tc_scratch_bytes(deep.view, 2, many.slots());
+    const size_t in_gemm_bytes = cuda::grouped_linear_tc_scratch_bytes(deep.view, 2, many.slots(), kInGemm);
+    EXPECT_EQ(auto_bytes, cuda::grouped_linear_tc_scratch_bytes(deep.view, 2, many.slots(), kPass));
+    EXPECT_GT(auto_bytes, in_gemm_bytes);
+    const std::vector<float> with_pass = run(deep, many, dxm, scratch.view(1, auto_bytes), true);
+    const std::vector<float> without = run(deep, many, dxm, scratch.view(1, in_gemm_bytes), true);
+    EXPECT_TRUE(same_bits(with_pass, without));
+    EXPECT_TRUE(same_bits(with_pass, run_tc(deep, many, dxm, scratch.view(1, in_gemm_bytes), true, false)));
+    EXPECT_FALSE(same_bits(with_pass, run(deep, many, dxm, scratch.view(0, 0), true))) << "the tensor cores ran";
+  }
   // bf16 experts have no tensor-core path here: the fp32 kernels.
   const Experts bf16(WeightFormat::kBF16, 5, 256, 512, 503);
   EXPECT_TRUE(same_bits(run(bf16, routing, dx, scratch.view(1, bytes), true),
