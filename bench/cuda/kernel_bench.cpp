@@ -151,6 +151,8 @@ class KernelBench {
         moe(model);
       for (const std::string& model : options_.models)
         moe_prefill(model);
+      for (const std::string& model : options_.models)
+        moe_prefill_all_experts(model);
     }
     if (wants("hc")) hyper_connections();
     if (wants("sampling")) sampling();
@@ -930,10 +932,11 @@ class KernelBench {
 
   // Times w1, w3 (on the tokens, gathered) and w2 (on the slots) of `experts` stacked fp4 experts
   // for each token count, each token picking k distinct experts uniformly (a balanced router:
-  // uneven counts by chance), on the fp32 kernels (tensor_core_min_rows = 0) and, with
-  // `tensor_cores`, on the tensor-core path too.
+  // uneven counts by chance), on the fp32 kernels (tensor_core_min_rows = 0, unless `fp32` is
+  // false) and, with `tensor_cores`, on the tensor-core path too: as dispatched, and with fp4
+  // converted inside the GEMM and by the conversion pass (A/B).
   void moe_cases(const std::string& model, int64_t experts, const std::vector<int64_t>& token_counts,
-                 bool tensor_cores) {
+                 bool tensor_cores, bool fp32 = true) {
     const ModelConfig c = test_model_preset(model, 4);
     const int64_t k = c.num_experts_per_tok;
     const int64_t hidden = c.hidden_size, inter = c.moe_intermediate_size;
@@ -984,17 +987,25 @@ class KernelBench {
                  3.0 * static_cast<double>(slots * inter) + static_cast<double>(slots * hidden));
       const double flops =
           2.0 * 3.0 * static_cast<double>(slots) * static_cast<double>(inter * hidden);
-      const auto time = [&](const LinearWorkspace& workspace, const std::string& path) {
+      // fp4 kAuto: the dispatcher; kInGemm / kPass: grouped_linear_tc forced to one conversion.
+      const auto time = [&](const LinearWorkspace& workspace, const std::string& path,
+                            Fp4Conversion fp4 = Fp4Conversion::kAuto) {
+        const auto call = [&](const DeviceMatrix& w, const float* in, int64_t in_width,
+                              const int32_t* rows, float* y, int64_t y_width) {
+          if (fp4 == Fp4Conversion::kAuto) {
+            grouped_linear(w.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(),
+                           slots, in, in_width, rows, y, y_width, workspace, nullptr,
+                           d_busy.data());
+          } else if (!grouped_linear_tc(w.view, static_cast<int>(experts), d_offsets.data(),
+                                        d_counts.data(), slots, in, in_width, rows, y, y_width,
+                                        workspace, nullptr, d_busy.data(), fp4)) {
+            throw Error("bench moe: grouped_linear_tc declined");
+          }
+        };
         const double ms = timer_.median_ms([&] {
-          grouped_linear(w1.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(),
-                         slots, x.data(), hidden, d_rows.data(), gate.data(), inter, workspace,
-                         nullptr, d_busy.data());
-          grouped_linear(w3.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(),
-                         slots, x.data(), hidden, d_rows.data(), up.data(), inter, workspace,
-                         nullptr, d_busy.data());
-          grouped_linear(w2.view, static_cast<int>(experts), d_offsets.data(), d_counts.data(),
-                         slots, act.data(), inter, nullptr, out.data(), hidden, workspace,
-                         nullptr, d_busy.data());
+          call(w1, x.data(), hidden, d_rows.data(), gate.data(), inter);
+          call(w3, x.data(), hidden, d_rows.data(), up.data(), inter);
+          call(w2, act.data(), inter, nullptr, out.data(), hidden);
         });
         table_.add("moe",
                    model_tag(model) + " " + std::to_string(tokens) + " tokens (" +
@@ -1002,12 +1013,18 @@ class KernelBench {
                    ms, weight_bytes + activation_bytes, flops, Peak::kFP8);
       };
       if (tensor_cores) {
-        const size_t bytes =
-            std::max(grouped_linear_tc_scratch_bytes(w1.view, static_cast<int>(experts), slots),
-                     grouped_linear_tc_scratch_bytes(w2.view, static_cast<int>(experts), slots));
-        time(tensor_core_workspace(bytes), ", tensor cores");
+        const auto scratch = [&](Fp4Conversion fp4) {
+          return std::max(
+              grouped_linear_tc_scratch_bytes(w1.view, static_cast<int>(experts), slots, fp4),
+              grouped_linear_tc_scratch_bytes(w2.view, static_cast<int>(experts), slots, fp4));
+        };
+        time(tensor_core_workspace(scratch(Fp4Conversion::kAuto)), ", tensor cores");
+        time(tensor_core_workspace(scratch(Fp4Conversion::kInGemm)), ", TC, fp4 in GEMM",
+             Fp4Conversion::kInGemm);
+        time(tensor_core_workspace(scratch(Fp4Conversion::kPass)), ", TC, fp4 conversion pass",
+             Fp4Conversion::kPass);
       }
-      time(workspace_, tensor_cores ? ", fp32 SIMT" : "");
+      if (fp32) time(workspace_, tensor_cores ? ", fp32 SIMT" : "");
     }
   }
 
@@ -1033,6 +1050,20 @@ class KernelBench {
                    std::to_string(c.hidden_size) + "] x3, top-" + std::to_string(k) +
                    "), tensor cores vs fp32 SIMT");
     moe_cases(model, experts, options_.moe_prefill_tokens, true);
+  }
+
+  // A prefill chunk of 8192 tokens over all the preset's experts (the real model: every expert
+  // busy, ~190 rows each for Flash), tensor cores only: where converting the fp4 weights costs
+  // most against the GEMM.
+  void moe_prefill_all_experts(const std::string& model) {
+    const ModelConfig c = test_model_preset(model, 4);
+    const int64_t experts = c.n_routed_experts, k = c.num_experts_per_tok;
+    table_.section("MoE grouped GEMM at prefill, fp4 experts, " + model_tag(model) + " (" +
+                   std::to_string(experts) + " experts of [" +
+                   std::to_string(c.moe_intermediate_size) + " x " +
+                   std::to_string(c.hidden_size) + "] x3, top-" + std::to_string(k) +
+                   "), tensor cores");
+    moe_cases(model, experts, {8192}, true, false);
   }
 
   void hyper_connections() {

@@ -144,12 +144,21 @@ void grouped_linear(const LinearView& w, int groups, const int32_t* offsets, con
 // total_slots >= workspace.tensor_core_min_rows > 0. Returns false, enqueuing nothing, when the
 // format, layout or scratch does not allow it, or with under 16 rows per busy group on average
 // (streaming the weights wins there).
+// fp4 weights reach the tensor cores as e4m3 either converted inside the GEMM (no scratch; wins
+// with few rows per group: all experts busy at prefill) or by a separate conversion pass over
+// batches of 8 groups (scratch; wins with many rows per group, the conversion amortized over
+// more row tiles). Both give bitwise the same results. kAuto picks by total_slots / groups
+// (LONGCTX_CUDA_TC_FP4_PASS_ROWS overrides the threshold; 0: always the pass), and falls back to
+// in-GEMM conversion when the scratch is too small for the pass.
+enum class Fp4Conversion { kAuto, kInGemm, kPass };
 bool grouped_linear_tc(const LinearView& w, int groups, const int32_t* offsets, const int32_t* counts,
                        int64_t total_slots, const float* x, int64_t x_stride, const int32_t* x_rows, float* y,
                        int64_t y_stride, const LinearWorkspace& workspace, cudaStream_t stream,
-                       const int32_t* group_list = nullptr);
-// Scratch bytes that path needs for total_slots slots (fp4: up to 8 groups converted at once).
-size_t grouped_linear_tc_scratch_bytes(const LinearView& w, int groups, int64_t total_slots);
+                       const int32_t* group_list = nullptr, Fp4Conversion fp4 = Fp4Conversion::kAuto);
+// Scratch bytes that path needs for total_slots slots: the quantized activations (with the
+// conversion pass: up to 8 converted fp4 groups too).
+size_t grouped_linear_tc_scratch_bytes(const LinearView& w, int groups, int64_t total_slots,
+                                       Fp4Conversion fp4 = Fp4Conversion::kAuto);
 
 // fp8 simulation of activations, blocks of 128 along each row (cols % 128 == 0): out = the e4m3
 // value times the power-of-two block scale. out may alias x.

@@ -8,10 +8,15 @@
 // reason the reference's fp8 GEMM promotes every 128): measured max |y - ref| / max |ref| on the
 // H100 3.4e-4 (fp4 2.97e-4..3.1e-4, fp8 2.7e-4..3.4e-4; 1.2e-4 in the scale-spread test), so
 // 1e-3. The mma.sync variant (LONGCTX_CUDA_TC_MMA_SYNC=1, run on fp16 HMMA) measured 1.4e-7.
+// fp4 experts are converted to e4m3 inside the GEMM or by a conversion pass (Fp4Conversion);
+// the two must give the same bits: compared bitwise on the device (a host emulation could check the
+// codes but not the tensor cores' accumulation, whose bits are the point).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -34,6 +39,8 @@ using cuda_test::random_linear;
 using cuda_test::relative_error;
 
 constexpr double kTolerance = 1e-3;
+constexpr cuda::Fp4Conversion kInGemm = cuda::Fp4Conversion::kInGemm;
+constexpr cuda::Fp4Conversion kPass = cuda::Fp4Conversion::kPass;
 
 // Stacked experts in stored format, on the host and the device.
 struct Experts {
@@ -53,14 +60,17 @@ struct Experts {
     view = {weight.data(), scale.data(), static_cast<int>(format), out, in,
             static_cast<int64_t>(hosts[0].weight.size()), static_cast<int64_t>(hosts[0].scale.size())};
   }
-  // fp4: in every 128-block of output `o`, 32-block 1 gets exponent 120 and the other three
-  // 120 - spread.
-  void spread_scales(int64_t o, int spread) {
+  // fp4: in every 128-block of output `o`, 32-block 1 gets exponent `top` and the other three
+  // top - spread.
+  void spread_scales(int64_t o, int spread, int top = 120) {
     const int64_t in = hosts[0].w.in;
     for (size_t e = 0; e < hosts.size(); ++e) {
       uint8_t* s = hosts[e].scale.data() + o * (in / 32);
-      for (int64_t b = 0; b < in / 32; ++b) s[b] = static_cast<uint8_t>(b % 4 == 1 ? 120 : 120 - spread);
+      for (int64_t b = 0; b < in / 32; ++b) s[b] = static_cast<uint8_t>(b % 4 == 1 ? top : top - spread);
     }
+    upload_scales();
+  }
+  void upload_scales() {
     std::vector<uint8_t> scales;
     for (const HostLinear& h : hosts) scales.insert(scales.end(), h.scale.begin(), h.scale.end());
     scale = to_device(scales);
@@ -134,6 +144,26 @@ std::vector<float> run(const Experts& experts, const Routing& routing, const Dev
   return download(y, y.size());
 }
 
+// grouped_linear_tc itself, fp4 converted inside the GEMM or by the conversion pass; fails the
+// test if the path declined.
+std::vector<float> run_tc(const Experts& experts, const Routing& routing, const DeviceBuffer<float>& x,
+                          const cuda::LinearWorkspace& workspace, bool busy_list, bool convert_fp4) {
+  const cuda::Fp4Conversion mode = convert_fp4 ? cuda::Fp4Conversion::kPass : cuda::Fp4Conversion::kInGemm;
+  const int64_t out = experts.view.out;
+  DeviceBuffer<float> y = cuda_test::poisoned(static_cast<size_t>(routing.slots() * out));
+  const bool ran = cuda::grouped_linear_tc(experts.view, static_cast<int>(routing.counts.size()),
+                                           routing.d_offsets.data(), routing.d_counts.data(), routing.slots(),
+                                           x.data(), experts.view.in, routing.d_rows.data(), y.data(), out, workspace,
+                                           nullptr, busy_list ? routing.d_busy.data() : nullptr, mode);
+  EXPECT_TRUE(ran) << "grouped_linear_tc declined" << (convert_fp4 ? " (conversion pass)" : "");
+  LONGCTX_CUDA_CHECK(cudaGetLastError());
+  return download(y, y.size());
+}
+
+size_t count_nan(const std::vector<float>& y) {
+  return static_cast<size_t>(std::count_if(y.begin(), y.end(), [](float v) { return std::isnan(v); }));
+}
+
 // Activations as the caller passes them: fp8-simulated per row in blocks of 128.
 std::vector<float> simulated_activations(int64_t tokens, int64_t in, uint32_t seed) {
   std::vector<float> x = random_floats(static_cast<size_t>(tokens * in), 1.0f, seed);
@@ -180,13 +210,15 @@ TEST(CudaGroupedTc, MatchesCpuWithUnevenExpertsGatherAndBusyList) {
       EXPECT_LE(error, kTolerance) << to_string(c.format) << " " << c.out << "x" << c.in;
       EXPECT_FALSE(same_bits(y, old_path)) << "the tensor-core path did not run";
     }
-    // fp4 with scratch for only 3 converted experts at a time: more batches, the same bits.
+    // fp4 through the conversion pass with scratch for only 3 converted experts at a time:
+    // more batches, the same bits as in-GEMM conversion.
     if (c.format == WeightFormat::kFP4) {
-      const size_t one = cuda::grouped_linear_tc_scratch_bytes(experts.view, 1, routing.slots()) -
-                         cuda::grouped_linear_tc_scratch_bytes(experts.view, 0, routing.slots());
-      const size_t small = cuda::grouped_linear_tc_scratch_bytes(experts.view, 0, routing.slots()) + 3 * one;
+      const size_t one = cuda::grouped_linear_tc_scratch_bytes(experts.view, 1, routing.slots(), kPass) -
+                         cuda::grouped_linear_tc_scratch_bytes(experts.view, 0, routing.slots(), kPass);
+      const size_t small = cuda::grouped_linear_tc_scratch_bytes(experts.view, 0, routing.slots(), kPass) + 3 * one;
+      EXPECT_GT(one, 0u);
       const std::vector<float> a = run(experts, routing, dx, scratch.view(1, bytes), true);
-      const std::vector<float> b = run(experts, routing, dx, scratch.view(1, small), true);
+      const std::vector<float> b = run_tc(experts, routing, dx, scratch.view(1, small), true, true);
       EXPECT_TRUE(same_bits(a, b)) << "batches of 3 converted experts";
     }
   }
@@ -223,6 +255,81 @@ TEST(CudaGroupedTc, Fp4ScaleSpreadWithinABlockStaysExact) {
   EXPECT_LE(worst, kTolerance);
 }
 
+TEST(CudaGroupedTc, Fp4InGemmConversionMatchesConversionPassBitwise) {
+  // The routed experts' shapes (w1/w3 [inter x hidden], w2 [hidden x inter]) of Flash (hidden
+  // 4096, inter 2048) and Pro (7168, 3072); ragged groups with empty ones, with and without the
+  // busy list. LONGCTX_TEST_SMALL=1 (compute-sanitizer runs): Flash's w1 and a small shape.
+  const char* small_env = std::getenv("LONGCTX_TEST_SMALL");
+  const bool small = small_env != nullptr && small_env[0] == '1';
+  struct Shape {
+    const char* name;
+    int64_t out, in;
+    std::vector<int32_t> per_expert;
+  };
+  std::vector<Shape> shapes = {
+      {"Flash w1", 2048, 4096, {0, 300, 1, 129, 0, 17, 64, 200, 0, 45}},
+      {"small", 258, 128, {16, 0, 140, 3}},
+  };
+  if (!small) {
+    shapes.push_back({"Flash w2", 4096, 2048, {77, 0, 0, 256, 31, 129, 8, 0, 190}});
+    shapes.push_back({"Pro w1", 3072, 7168, {0, 211, 128, 1, 0, 90}});
+    shapes.push_back({"Pro w2", 7168, 3072, {140, 0, 33, 257, 0, 2}});
+  }
+  Scratch fused, converted;
+  uint32_t seed = 3000;
+  for (const Shape& shape : shapes) {
+    const int count = static_cast<int>(shape.per_expert.size());
+    const Experts experts(WeightFormat::kFP4, count, shape.out, shape.in, seed);
+    const Routing routing(shape.per_expert, 400, seed + 1);
+    const DeviceBuffer<float> dx = to_device(simulated_activations(routing.tokens, shape.in, seed + 2));
+    seed += 10;
+    const size_t fused_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, count, routing.slots(), kInGemm);
+    const size_t converted_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, count, routing.slots(), kPass);
+    // The in-GEMM conversion needs the activations' scratch only; kAuto picks it here (few rows
+    // per group).
+    EXPECT_EQ(cuda::grouped_linear_tc_scratch_bytes(experts.view, count, routing.slots()), fused_bytes);
+    EXPECT_EQ(converted_bytes - fused_bytes,
+              static_cast<size_t>(std::min(count, 8)) *
+                  (cuda::grouped_linear_tc_scratch_bytes(experts.view, 1, routing.slots(), kPass) - fused_bytes));
+    for (const bool busy_list : {false, true}) {
+      const std::vector<float> a = run_tc(experts, routing, dx, fused.view(1, fused_bytes), busy_list, false);
+      const std::vector<float> b = run_tc(experts, routing, dx, converted.view(1, converted_bytes), busy_list, true);
+      std::printf("grouped tc fp4 %s [%lld x %lld], %lld slots%s: in-GEMM conversion %s the conversion pass\n",
+                  shape.name, static_cast<long long>(shape.out), static_cast<long long>(shape.in),
+                  static_cast<long long>(routing.slots()), busy_list ? ", busy list" : "",
+                  same_bits(a, b) ? "bitwise equal to" : "DIFFERS from");
+      EXPECT_EQ(count_nan(a), 0u) << shape.name << ": unwritten outputs";
+      EXPECT_TRUE(same_bits(a, b)) << shape.name << (busy_list ? ", busy list" : "");
+    }
+  }
+}
+
+TEST(CudaGroupedTc, Fp4ScaleSpreadBeyondExactRangeMatchesConversionPassBitwise) {
+  // Per output row, 32-block 1 of every 128-block is up to 40 binades above the other three:
+  // past 14 binades the small blocks round to nearest e4m3 (to zero from about 21 on; shifts
+  // are clamped from 26 on). One row gets a NaN scale byte (0xff) and a row a zero byte (2^-127).
+  Scratch fused, converted;
+  const int64_t out = 256, in = 1024;
+  Experts experts(WeightFormat::kFP4, 3, out, in, 91);
+  for (int64_t o = 0; o < out; ++o) experts.spread_scales(o, static_cast<int>(o % 41), 100 + static_cast<int>(o % 40));
+  const int64_t nan_row = 37;
+  for (HostLinear& h : experts.hosts) {
+    h.scale[static_cast<size_t>(nan_row * (in / 32) + 6)] = 0xff;
+    h.scale[static_cast<size_t>(90 * (in / 32) + 9)] = 0;
+  }
+  experts.upload_scales();
+  const Routing routing({150, 0, 70}, 120, 92);
+  const DeviceBuffer<float> dx = to_device(simulated_activations(routing.tokens, in, 93));
+  const size_t fused_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, 3, routing.slots(), kInGemm);
+  const size_t converted_bytes = cuda::grouped_linear_tc_scratch_bytes(experts.view, 3, routing.slots(), kPass);
+  const std::vector<float> a = run_tc(experts, routing, dx, fused.view(1, fused_bytes), true, false);
+  const std::vector<float> b = run_tc(experts, routing, dx, converted.view(1, converted_bytes), true, true);
+  EXPECT_TRUE(same_bits(a, b));
+  // Only the NaN row is NaN (its e8m0 NaN scale), in every slot.
+  EXPECT_EQ(count_nan(a), static_cast<size_t>(routing.slots()));
+  for (int64_t s = 0; s < routing.slots(); ++s) EXPECT_TRUE(std::isnan(a[static_cast<size_t>(s * out + nan_row)]));
+}
+
 TEST(CudaGroupedTc, DispatchThresholdAndFallbacks) {
   Scratch scratch;
   const Experts experts(WeightFormat::kFP4, 5, 256, 512, 500);
@@ -242,6 +349,22 @@ TEST(CudaGroupedTc, DispatchThresholdAndFallbacks) {
   EXPECT_LE(relative_error(at, old_path), kTolerance);
   // Too little scratch: the fp32 kernels.
   EXPECT_TRUE(same_bits(run(experts, routing, dx, scratch.view(1, bytes / 4), true), old_path));
+  // Many rows per group (1000 here): kAuto sizes scratch for the conversion pass and takes it;
+  // with only the activations' scratch it converts inside the GEMM. The same bits either way.
+  {
+    const Experts deep(WeightFormat::kFP4, 2, 256, 256, 504);
+    const Routing many({1000, 1000}, 1500, 505);
+    const DeviceBuffer<float> dxm = to_device(simulated_activations(many.tokens, 256, 506));
+    const size_t auto_bytes = cuda::grouped_linear_tc_scratch_bytes(deep.view, 2, many.slots());
+    const size_t in_gemm_bytes = cuda::grouped_linear_tc_scratch_bytes(deep.view, 2, many.slots(), kInGemm);
+    EXPECT_EQ(auto_bytes, cuda::grouped_linear_tc_scratch_bytes(deep.view, 2, many.slots(), kPass));
+    EXPECT_GT(auto_bytes, in_gemm_bytes);
+    const std::vector<float> with_pass = run(deep, many, dxm, scratch.view(1, auto_bytes), true);
+    const std::vector<float> without = run(deep, many, dxm, scratch.view(1, in_gemm_bytes), true);
+    EXPECT_TRUE(same_bits(with_pass, without));
+    EXPECT_TRUE(same_bits(with_pass, run_tc(deep, many, dxm, scratch.view(1, in_gemm_bytes), true, false)));
+    EXPECT_FALSE(same_bits(with_pass, run(deep, many, dxm, scratch.view(0, 0), true))) << "the tensor cores ran";
+  }
   // bf16 experts have no tensor-core path here: the fp32 kernels.
   const Experts bf16(WeightFormat::kBF16, 5, 256, 512, 503);
   EXPECT_TRUE(same_bits(run(bf16, routing, dx, scratch.view(1, bytes), true),
