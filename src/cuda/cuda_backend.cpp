@@ -650,7 +650,8 @@ struct CudaBackend::Impl {
     grow(expert_hidden, n * k * inter);
     grow(slot_out, n * k * hidden);
     if (tensor_cores(rows * static_cast<int64_t>(k))) {
-      // The routed experts' tensor-core path: quantized slots and a batch of converted experts.
+      // The routed experts' tensor-core path: quantized slots (and converted fp4 experts where the
+      // conversion pass beats converting inside the GEMM: grouped_gemm_tc.cu).
       const int64_t slots = rows * static_cast<int64_t>(k);
       const int groups = static_cast<int>(experts);
       size_t bytes = 0;

@@ -46,9 +46,9 @@ for s in "${steps[@]}"; do
     kernels) step kernel_tests 240 "$BIN/cuda_kernel_tests" ;;
     memcheck) step memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 7 "$BIN/cuda_kernel_tests" ;;
     backend) step backend_tests 400 "$BIN/cuda_backend_tests" ;;
-    memcheck_backend)  # the whole forward (decode graphs, chunked prefill, batches, MTP) under memcheck
+    memcheck_backend)  # the whole forward (decode graphs, chunked prefill, batches, MTP, both lanes, both modes) under memcheck
       step memcheck_backend 300 compute-sanitizer --tool memcheck --error-exitcode 7 "$BIN/cuda_backend_tests" \
-        --gtest_filter=CudaBackendTest.DecodeChunkedAndBatchedEqualPrefill:CudaBackendTest.MtpMatchesCpu ;;
+        --gtest_filter=CudaBackendTest.DecodeChunkedAndBatchedEqualPrefill:CudaBackendTest.MtpMatchesCpu:CudaBackendTest.OverlappedStreamsGiveTheSameBitsAsOneStream:CudaBackendTest.Fp8CodesGiveTheBitsOfSimulatedCopies:CudaBackendTest.TensorCoreModeMatchesCpu ;;
     e2e) step e2e_tiny_probe 300 env KEEP_LOGS=1 bash "$0" _e2e ;;
     flashgen)  # in the background, while the GPU steps run
       ( start=$(date +%s)
