@@ -14,6 +14,7 @@
 #include "common/block_quant.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
+#include "linear_workspaces.h"
 #include "test_util.h"
 
 namespace longctx {
@@ -21,6 +22,7 @@ namespace {
 
 using cuda::DeviceBuffer;
 using cuda::to_device;
+using cuda_test::LinearWorkspaces;
 using cuda_test::download;
 using cuda_test::HostLinear;
 using cuda_test::poisoned;
@@ -96,23 +98,9 @@ std::vector<float> activation_rows(int64_t rows, int64_t width, uint32_t seed) {
   return x;
 }
 
-struct Workspaces {
-  DeviceBuffer<float> partial{size_t{4} << 20};
-  cuda::BlasLtHandle handle;
-  DeviceBuffer<uint8_t> blas{cuda::kFp8TcBlasWorkspaceBytes};
-  DeviceBuffer<uint8_t> scratch;
-  Workspaces(int64_t rows, int64_t width) : scratch(cuda::fp8_tc_scratch_bytes(rows, width)) {}
-  cuda::LinearWorkspace tensor_cores() {
-    cuda::LinearWorkspace w{partial.data(), partial.size(), 132};
-    w.tensor_core_min_rows = 64;
-    w.blas_handle = handle.get();
-    w.blas_workspace = blas.data();
-    w.blas_workspace_bytes = blas.size();
-    w.fp8_scratch = scratch.data();
-    w.fp8_scratch_bytes = scratch.size();
-    return w;
-  }
-};
+LinearWorkspaces make_workspaces(int64_t rows, int64_t width) {
+  return LinearWorkspaces({.fp8 = cuda::fp8_tc_scratch_bytes(rows, width)});
+}
 
 struct Fp8Weight {
   HostLinear host;
@@ -172,8 +160,8 @@ TEST(Fp8Activations, LinearMatchesSimulatedPath) {
                         {"shared w2", 2048, 4096, 0},
                         {"wo_b", 8192, 1024, 0}};
   const int64_t max_rows = 203;
-  Workspaces workspaces(max_rows, 8192);
-  const cuda::LinearWorkspace tc = workspaces.tensor_cores();
+  LinearWorkspaces workspaces = make_workspaces(max_rows, 8192);
+  const cuda::LinearWorkspace tc = workspaces.tensor_cores(64);
   uint32_t seed = 500;
   for (const Case& c : cases) {
     std::vector<Fp8Weight> weights;
@@ -253,8 +241,8 @@ TEST(Fp8Activations, SwigluQuantizeMatchesSwigluThenQuantize) {
 }
 
 TEST(Fp8Activations, SupportedOnlyWhereTheGemmRuns) {
-  Workspaces workspaces(96, 1024);
-  const cuda::LinearWorkspace tc = workspaces.tensor_cores();
+  LinearWorkspaces workspaces = make_workspaces(96, 1024);
+  const cuda::LinearWorkspace tc = workspaces.tensor_cores(64);
   const Fp8Weight good(256, 512, 90), odd_in(256, 640, 91), odd_out(200, 512, 92);
   EXPECT_TRUE(cuda::fp8_tc_supported(good.view, 96, tc));
   EXPECT_TRUE(cuda::fp8_tc_supported(good.view, 97, tc)) << "rows % 4 go to the fp32 kernels";

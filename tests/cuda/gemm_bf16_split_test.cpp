@@ -27,6 +27,7 @@
 #include "cuda/gemm_bf16_split.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
+#include "linear_workspaces.h"
 #include "test_util.h"
 
 namespace longctx {
@@ -34,6 +35,7 @@ namespace {
 
 using cuda::DeviceBuffer;
 using cuda::to_device;
+using cuda_test::LinearWorkspaces;
 using cuda_test::download;
 using cuda_test::HostLinear;
 using cuda_test::packed;
@@ -85,25 +87,9 @@ std::vector<float> reference64(const HostLinear& w, const std::vector<float>& x,
   return y;
 }
 
-struct Workspaces {
-  DeviceBuffer<float> partial{size_t{4} << 20};
-  cuda::BlasLtHandle handle;
-  DeviceBuffer<uint8_t> blas{cuda::kFp8TcBlasWorkspaceBytes};
-  DeviceBuffer<uint8_t> scratch;
-  Workspaces(int64_t rows, int64_t in) : scratch(cuda::bf16_split_scratch_bytes(rows, in)) {}
-
-  cuda::LinearWorkspace simt() { return {partial.data(), partial.size(), 132}; }
-  cuda::LinearWorkspace tensor_cores(int min_rows) {
-    cuda::LinearWorkspace w = simt();
-    w.tensor_core_min_rows = min_rows;
-    w.blas_handle = handle.get();
-    w.blas_workspace = blas.data();
-    w.blas_workspace_bytes = blas.size();
-    w.split_scratch = scratch.data();
-    w.split_scratch_bytes = scratch.size();
-    return w;
-  }
-};
+LinearWorkspaces make_workspaces(int64_t rows, int64_t in) {
+  return LinearWorkspaces({.split = cuda::bf16_split_scratch_bytes(rows, in)});
+}
 
 TEST(Bf16Split, MatchesCpuReference) {
   struct Case {
@@ -128,7 +114,7 @@ TEST(Bf16Split, MatchesCpuReference) {
                                               : cuda_test::random_floats(static_cast<size_t>(c.rows * x_stride), 1.0f,
                                                                          seed++);
     const DeviceBuffer<float> dx = to_device(x);
-    Workspaces workspaces(c.rows, c.in);
+    LinearWorkspaces workspaces = make_workspaces(c.rows, c.in);
     const cuda::LinearWorkspace tc = workspaces.tensor_cores(1);
     DeviceBuffer<float> dy = poisoned(static_cast<size_t>(c.rows * y_stride)), dy2 = poisoned(dy.size());
     ASSERT_EQ(cuda::bf16_split_linear(w.view, dx.data(), x_stride, c.rows, dy.data(), y_stride, tc, nullptr),
@@ -200,7 +186,7 @@ TEST(Bf16Split, IdentityWeightReturnsX) {
   x[3] = -0x1.fdfffep127f;
   x[4] = 0x1.000002p-100f;
   const DeviceBuffer<float> dx = to_device(x);
-  Workspaces workspaces(rows, in);
+  LinearWorkspaces workspaces = make_workspaces(rows, in);
   DeviceBuffer<float> dy = poisoned(x.size());
   ASSERT_EQ(cuda::bf16_split_linear(view, dx.data(), in, rows, dy.data(), in, workspaces.tensor_cores(1), nullptr),
             rows);
@@ -223,7 +209,7 @@ TEST(Bf16Split, DispatchThreshold) {
   const Bf16Weight w(out, in, 610);
   const std::vector<float> x = binade_floats(static_cast<size_t>(min_rows * in), 8, 611);
   const DeviceBuffer<float> dx = to_device(x);
-  Workspaces workspaces(min_rows, in);
+  LinearWorkspaces workspaces = make_workspaces(min_rows, in);
   for (const int64_t rows : {min_rows - 1, min_rows}) {
     DeviceBuffer<float> simt = poisoned(static_cast<size_t>(rows * out)), tc = poisoned(simt.size()),
                         off = poisoned(simt.size()), direct = poisoned(simt.size());
@@ -271,7 +257,7 @@ TEST(Bf16Split, SplitOnceMultiplyTwiceAndFallbacks) {
   const Bf16Weight w(out, in, 620);
   const std::vector<float> x = binade_floats(static_cast<size_t>(rows * in), 8, 621);
   const DeviceBuffer<float> dx = to_device(x);
-  Workspaces workspaces(rows, in);
+  LinearWorkspaces workspaces = make_workspaces(rows, in);
   const cuda::LinearWorkspace tc = workspaces.tensor_cores(1);
   DeviceBuffer<float> y1 = poisoned(static_cast<size_t>(rows * out)), y2 = poisoned(y1.size()), y3 = poisoned(y1.size());
   EXPECT_EQ(cuda::bf16_split_linear(w.view, dx.data(), in, rows, y1.data(), out, tc, nullptr), rows);
@@ -292,7 +278,7 @@ TEST(Bf16Split, SplitOnceMultiplyTwiceAndFallbacks) {
   cuda::linear(w.view, dx.data(), in, rows, simt.data(), out, 0, workspaces.simt(), nullptr);
   const std::vector<float> expected = download(simt, simt.size());
   for (const int scratch : {0, 1}) {  // none; room for rows - 8 rows
-    Workspaces small(rows - 8, in);
+    LinearWorkspaces small = make_workspaces(rows - 8, in);
     cuda::LinearWorkspace ws = scratch == 0 ? workspaces.tensor_cores(1) : small.tensor_cores(1);
     if (scratch == 0) ws.split_scratch = nullptr;
     DeviceBuffer<float> y = poisoned(y1.size()), direct = poisoned(y1.size());

@@ -23,6 +23,7 @@
 #include "cuda/gemm_bf16_tc.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
+#include "linear_workspaces.h"
 #include "test_util.h"
 
 namespace longctx {
@@ -30,6 +31,7 @@ namespace {
 
 using cuda::DeviceBuffer;
 using cuda::to_device;
+using cuda_test::LinearWorkspaces;
 using cuda_test::download;
 using cuda_test::packed;
 using cuda_test::poisoned;
@@ -55,30 +57,11 @@ struct WoA {
 };
 
 // The backend's scratch for calls of up to `rows` rows of a weight [out, in] with x_width inputs.
-struct Workspaces {
-  DeviceBuffer<float> partial{size_t{4} << 20};
-  cuda::BlasLtHandle handle;
-  DeviceBuffer<uint8_t> blas{cuda::kFp8TcBlasWorkspaceBytes};
-  // Room for the fp8 path too, so that a grouped call could take it (it must not).
-  DeviceBuffer<uint8_t> fp8{cuda::fp8_tc_scratch_bytes(4096, 4096)};
-  DeviceBuffer<uint8_t> scratch;
-  Workspaces(int64_t out, int64_t in, int64_t rows, int64_t x_width)
-      : scratch(cuda::bf16_tc_scratch_bytes(out, in, rows, x_width)) {}
-
-  cuda::LinearWorkspace simt() { return {partial.data(), partial.size(), 132}; }
-  cuda::LinearWorkspace tensor_cores(int min_rows) {
-    cuda::LinearWorkspace w = simt();
-    w.tensor_core_min_rows = min_rows;
-    w.blas_handle = handle.get();
-    w.blas_workspace = blas.data();
-    w.blas_workspace_bytes = blas.size();
-    w.fp8_scratch = fp8.data();
-    w.fp8_scratch_bytes = fp8.size();
-    w.bf16_scratch = scratch.data();
-    w.bf16_scratch_bytes = scratch.size();
-    return w;
-  }
-};
+// Room for the fp8 path too, so that a grouped call could take it (it must not).
+LinearWorkspaces make_workspaces(int64_t out, int64_t in, int64_t rows, int64_t x_width) {
+  return LinearWorkspaces({.fp8 = cuda::fp8_tc_scratch_bytes(4096, 4096),
+                           .bf16 = cuda::bf16_tc_scratch_bytes(out, in, rows, x_width)});
+}
 
 TEST(Bf16TensorCore, GroupedWoAMatchesCpuReference) {
   struct Case {
@@ -96,7 +79,7 @@ TEST(Bf16TensorCore, GroupedWoAMatchesCpuReference) {
     const int64_t x_stride = x_width + c.x_pad, y_stride = out + c.y_pad;
     const std::vector<float> x = random_floats(static_cast<size_t>(c.rows * x_stride), 1.0f, seed++);
     const DeviceBuffer<float> dx = to_device(x);
-    Workspaces workspaces(out, c.in, c.rows, x_width);
+    LinearWorkspaces workspaces = make_workspaces(out, c.in, c.rows, x_width);
     const cuda::LinearWorkspace tc = workspaces.tensor_cores(1);
     DeviceBuffer<float> dy = poisoned(static_cast<size_t>(c.rows * y_stride));
     cuda::linear(w.view, dx.data(), x_stride, c.rows, dy.data(), y_stride, c.per_group, tc, nullptr);
@@ -131,7 +114,7 @@ TEST(Bf16TensorCore, DispatchThreshold) {
   const WoA w(out, in, 300);
   const std::vector<float> x = random_floats(static_cast<size_t>(min_rows * groups * in), 1.0f, 301);
   const DeviceBuffer<float> dx = to_device(x);
-  Workspaces workspaces(out, in, min_rows, groups * in);
+  LinearWorkspaces workspaces = make_workspaces(out, in, min_rows, groups * in);
   for (const int64_t rows : {min_rows - 1, min_rows}) {
     DeviceBuffer<float> simt = poisoned(static_cast<size_t>(rows * out)), tc = poisoned(simt.size()),
                         off = poisoned(simt.size()), direct = poisoned(simt.size());
@@ -163,7 +146,7 @@ TEST(Bf16TensorCore, ConvertOnceMultiplyTwice) {
   const int64_t groups = 4, per_group = 256, in = 512, out = groups * per_group, rows = 200;
   const WoA w(out, in, 310);
   const DeviceBuffer<float> dx = to_device(random_floats(static_cast<size_t>(rows * groups * in), 1.0f, 311));
-  Workspaces workspaces(out, in, rows, groups * in);
+  LinearWorkspaces workspaces = make_workspaces(out, in, rows, groups * in);
   const cuda::LinearWorkspace tc = workspaces.tensor_cores(1);
   DeviceBuffer<float> y1 = poisoned(static_cast<size_t>(rows * out)), y2 = poisoned(y1.size()), y3 = poisoned(y1.size());
   EXPECT_EQ(cuda::bf16_tc_linear(w.view, dx.data(), groups * in, rows, y1.data(), out, per_group, tc, nullptr), rows);
@@ -194,7 +177,7 @@ TEST(Bf16TensorCore, FallsBackToTheFp32Kernels) {
     const WoA w(out, in, 320);
     const int64_t x_stride = groups * in + c.x_pad;
     const DeviceBuffer<float> dx = to_device(random_floats(static_cast<size_t>(rows * x_stride), 1.0f, 321));
-    Workspaces workspaces(out, in, c.scratch == 1 ? rows - 8 : rows, groups * in);
+    LinearWorkspaces workspaces = make_workspaces(out, in, c.scratch == 1 ? rows - 8 : rows, groups * in);
     cuda::LinearWorkspace tc = workspaces.tensor_cores(64);
     if (c.scratch == 0) tc.bf16_scratch = nullptr;
     DeviceBuffer<float> y = poisoned(static_cast<size_t>(rows * out)), simt = poisoned(y.size());

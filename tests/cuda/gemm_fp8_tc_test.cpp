@@ -20,6 +20,7 @@
 #include "cpu/cpu_linear.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
+#include "linear_workspaces.h"
 #include "test_util.h"
 
 namespace longctx {
@@ -27,6 +28,7 @@ namespace {
 
 using cuda::DeviceBuffer;
 using cuda::to_device;
+using cuda_test::LinearWorkspaces;
 using cuda_test::download;
 using cuda_test::packed;
 using cuda_test::poisoned;
@@ -52,25 +54,9 @@ struct Fp8Weight {
 };
 
 // The backend's scratch for calls of up to `rows` rows of `width` floats.
-struct Workspaces {
-  DeviceBuffer<float> partial{size_t{4} << 20};
-  cuda::BlasLtHandle handle;
-  DeviceBuffer<uint8_t> blas{cuda::kFp8TcBlasWorkspaceBytes};
-  DeviceBuffer<uint8_t> scratch;
-  Workspaces(int64_t rows, int64_t width) : scratch(cuda::fp8_tc_scratch_bytes(rows, width)) {}
-
-  cuda::LinearWorkspace simt() { return {partial.data(), partial.size(), 132}; }
-  cuda::LinearWorkspace tensor_cores(int min_rows) {
-    cuda::LinearWorkspace w = simt();
-    w.tensor_core_min_rows = min_rows;
-    w.blas_handle = handle.get();
-    w.blas_workspace = blas.data();
-    w.blas_workspace_bytes = blas.size();
-    w.fp8_scratch = scratch.data();
-    w.fp8_scratch_bytes = scratch.size();
-    return w;
-  }
-};
+LinearWorkspaces make_workspaces(int64_t rows, int64_t width) {
+  return LinearWorkspaces({.fp8 = cuda::fp8_tc_scratch_bytes(rows, width)});
+}
 
 // Random N(0, 1) activations, fp8-simulated per row in blocks of 128 (what fp8_simulate_rows
 // gives the linear), at row stride `stride`.
@@ -88,7 +74,7 @@ TEST(Fp8TensorCore, MatchesCpuReference) {
   // strides, K of 1 to 8 x 512, out not a multiple of 128 (336).
   const Case cases[] = {{512, 1024, 512, 0, 0},  {1024, 4096, 777, 128, 4}, {2048, 2048, 1000, 0, 0},
                         {4096, 512, 64, 0, 12}, {336, 1536, 203, 512, 0}};
-  Workspaces workspaces(1000, 4096 + 128);
+  LinearWorkspaces workspaces = make_workspaces(1000, 4096 + 128);
   uint32_t seed = 40;
   for (const Case& c : cases) {
     const Fp8Weight w(c.out, c.in, seed++);
@@ -120,7 +106,7 @@ TEST(Fp8TensorCore, MatchesCpuReference) {
 TEST(Fp8TensorCore, GroupedWoA) {
   // 8 groups as in V4's wo_a (o / per_group picks the input slice), smaller per group.
   const int64_t groups = 8, in = 512, rows = 300;
-  Workspaces workspaces(rows, groups * in);
+  LinearWorkspaces workspaces = make_workspaces(rows, groups * in);
   for (const int64_t per_group : {128, 256}) {
     for (const bool simulated : {true, false}) {
       const Fp8Weight w(groups * per_group, in, static_cast<uint32_t>(60 + per_group), simulated);
@@ -150,7 +136,7 @@ TEST(Fp8TensorCore, QuantizeOnceMultiplyTwice) {
   const int64_t out = 512, in = 1024, rows = 256;
   const Fp8Weight w(out, in, 90);
   const DeviceBuffer<float> dx = to_device(simulated_rows(rows, in, in, 91));
-  Workspaces workspaces(rows, in);
+  LinearWorkspaces workspaces = make_workspaces(rows, in);
   const cuda::LinearWorkspace tc = workspaces.tensor_cores(64);
   DeviceBuffer<float> y1 = poisoned(static_cast<size_t>(rows * out)), y2 = poisoned(y1.size()), y3 = poisoned(y1.size());
   EXPECT_EQ(cuda::fp8_tc_linear(w.view, dx.data(), in, rows, y1.data(), out, 0, tc, nullptr), rows);
@@ -167,7 +153,7 @@ TEST(Fp8TensorCore, DispatchThreshold) {
   const Fp8Weight w(out, in, 70);
   const std::vector<float> x = simulated_rows(min_rows, in, in, 71);
   const DeviceBuffer<float> dx = to_device(x);
-  Workspaces workspaces(min_rows, in);
+  LinearWorkspaces workspaces = make_workspaces(min_rows, in);
   for (const int64_t rows : {min_rows - 1, min_rows}) {
     DeviceBuffer<float> simt = poisoned(static_cast<size_t>(rows * out)), tc = poisoned(simt.size()),
                         off = poisoned(simt.size());
@@ -200,7 +186,7 @@ TEST(Fp8TensorCore, FallsBackWhereItCannot) {
     const Fp8Weight w(c.out, c.in, 80);
     const std::vector<float> x = simulated_rows(rows, c.in, c.in, 81);
     const DeviceBuffer<float> dx = to_device(x);
-    Workspaces workspaces(c.small_scratch ? rows - 8 : rows, c.in);
+    LinearWorkspaces workspaces = make_workspaces(c.small_scratch ? rows - 8 : rows, c.in);
     const cuda::LinearWorkspace tc = workspaces.tensor_cores(64);
     DeviceBuffer<float> y = poisoned(static_cast<size_t>(rows * c.out)), simt = poisoned(y.size());
     EXPECT_EQ(cuda::fp8_tc_linear(w.view, dx.data(), c.in, rows, y.data(), c.out, 0, tc, nullptr), 0);
