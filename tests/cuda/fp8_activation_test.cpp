@@ -14,7 +14,7 @@
 #include "common/block_quant.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
-#include "linear_workspaces.h"
+#include "linear_fixtures.h"
 #include "test_util.h"
 
 namespace longctx {
@@ -23,6 +23,7 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::to_device;
 using cuda_test::LinearWorkspaces;
+using cuda_test::RandomDeviceLinear;
 using cuda_test::download;
 using cuda_test::HostLinear;
 using cuda_test::poisoned;
@@ -102,15 +103,8 @@ LinearWorkspaces make_workspaces(int64_t rows, int64_t width) {
   return LinearWorkspaces({.fp8 = cuda::fp8_tc_scratch_bytes(rows, width)});
 }
 
-struct Fp8Weight {
-  HostLinear host;
-  DeviceBuffer<uint8_t> weight, scale;
-  cuda::LinearView view;
-  Fp8Weight(int64_t out, int64_t in, uint32_t seed) : host(random_linear(WeightFormat::kFP8, out, in, seed, true)) {
-    weight = to_device(host.weight);
-    scale = to_device(host.scale);
-    view = {weight.data(), scale.data(), cuda::kWeightFP8, out, in, 0, 0};
-  }
+struct Fp8Weight : RandomDeviceLinear {
+  Fp8Weight(int64_t out, int64_t in, uint32_t seed) : RandomDeviceLinear(WeightFormat::kFP8, out, in, seed, true) {}
 };
 
 TEST(Fp8Activations, CodesAreThoseOfTheSimulatedRows) {

@@ -27,7 +27,7 @@
 #include "cuda/gemm_bf16_split.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
-#include "linear_workspaces.h"
+#include "linear_fixtures.h"
 #include "test_util.h"
 
 namespace longctx {
@@ -36,6 +36,7 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::to_device;
 using cuda_test::LinearWorkspaces;
+using cuda_test::RandomDeviceLinear;
 using cuda_test::download;
 using cuda_test::HostLinear;
 using cuda_test::packed;
@@ -47,14 +48,8 @@ using cuda_test::same_bits;
 constexpr double kTolerance = 1.5e-6;
 constexpr double kTwoTermsTolerance = 1e-5;
 
-struct Bf16Weight {
-  HostLinear host;
-  DeviceBuffer<uint8_t> weight;
-  cuda::LinearView view;
-  Bf16Weight(int64_t out, int64_t in, uint32_t seed) : host(random_linear(WeightFormat::kBF16, out, in, seed)) {
-    weight = to_device(host.weight);
-    view = {weight.data(), nullptr, cuda::kWeightBF16, out, in, 0, 0};
-  }
+struct Bf16Weight : RandomDeviceLinear {
+  Bf16Weight(int64_t out, int64_t in, uint32_t seed) : RandomDeviceLinear(WeightFormat::kBF16, out, in, seed) {}
 };
 
 // x [rows, stride]: N(0, 1) x 2^e, e uniform in [-spread, spread].

@@ -23,7 +23,7 @@
 #include "cuda/gemm_bf16_tc.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
-#include "linear_workspaces.h"
+#include "linear_fixtures.h"
 #include "test_util.h"
 
 namespace longctx {
@@ -32,6 +32,7 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::to_device;
 using cuda_test::LinearWorkspaces;
+using cuda_test::RandomDeviceLinear;
 using cuda_test::download;
 using cuda_test::packed;
 using cuda_test::poisoned;
@@ -44,16 +45,9 @@ using cuda_test::relative_error;
 constexpr double kTolerance = 5e-3;
 constexpr double kExactInputsTolerance = 2e-5;
 
-struct WoA {
-  HostLinear host;
-  DeviceBuffer<uint8_t> weight, scale;
-  cuda::LinearView view;
-  WoA(int64_t out, int64_t in, uint32_t seed)
-      : host(random_linear(WeightFormat::kFP8, out, in, seed, /*quantize_activations=*/false)) {
-    weight = to_device(host.weight);
-    scale = to_device(host.scale);
-    view = {weight.data(), scale.data(), cuda::kWeightFP8, out, in, 0, 0};
-  }
+// wo_a: fp8 weight, activations kept out of the fp8 simulation.
+struct WoA : RandomDeviceLinear {
+  WoA(int64_t out, int64_t in, uint32_t seed) : RandomDeviceLinear(WeightFormat::kFP8, out, in, seed, false) {}
 };
 
 // The backend's scratch for calls of up to `rows` rows of a weight [out, in] with x_width inputs.

@@ -20,7 +20,7 @@
 #include "cpu/cpu_linear.h"
 #include "cuda/gemm_fp8_tc.h"
 #include "cuda/kernels.h"
-#include "linear_workspaces.h"
+#include "linear_fixtures.h"
 #include "test_util.h"
 
 namespace longctx {
@@ -29,6 +29,7 @@ namespace {
 using cuda::DeviceBuffer;
 using cuda::to_device;
 using cuda_test::LinearWorkspaces;
+using cuda_test::RandomDeviceLinear;
 using cuda_test::download;
 using cuda_test::packed;
 using cuda_test::poisoned;
@@ -41,16 +42,9 @@ using cuda_test::relative_error;
 constexpr double kTolerance = 2e-3;
 constexpr double kUnsimulatedTolerance = 6e-2;
 
-struct Fp8Weight {
-  HostLinear host;
-  DeviceBuffer<uint8_t> weight, scale;
-  cuda::LinearView view;
+struct Fp8Weight : RandomDeviceLinear {
   Fp8Weight(int64_t out, int64_t in, uint32_t seed, bool quantize_activations = true)
-      : host(random_linear(WeightFormat::kFP8, out, in, seed, quantize_activations)) {
-    weight = to_device(host.weight);
-    scale = to_device(host.scale);
-    view = {weight.data(), scale.data(), cuda::kWeightFP8, out, in, 0, 0};
-  }
+      : RandomDeviceLinear(WeightFormat::kFP8, out, in, seed, quantize_activations) {}
 };
 
 // The backend's scratch for calls of up to `rows` rows of `width` floats.
